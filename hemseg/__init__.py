@@ -1,0 +1,6 @@
+"""hemseg: segmentation of spine hemangiomas in MRI with the paper's U-Net."""
+
+from hemseg.model import UNet
+
+__version__ = "0.1.0"
+__all__ = ["UNet", "__version__"]

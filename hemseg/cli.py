@@ -1,0 +1,36 @@
+"""The `python -m hemseg` command line: one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from hemseg import __version__
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hemseg",
+        description="Segmentation of spine hemangiomas in MRI slices with the paper's U-Net.",
+    )
+    parser.add_argument("--version", action="version", version=f"hemseg {__version__}")
+    parser.add_subparsers(title="commands", metavar="COMMAND")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: Command | None = getattr(args, "command", None)
+    if command is None:
+        parser.print_help()
+        return 0
+    try:
+        return command(args)
+    except (ValueError, FileNotFoundError) as err:
+        # Bad input is the user's to fix: one clear line, no traceback.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
