@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from hemseg import __version__
+from hemseg.prepare import add_prepare_command
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -17,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segmentation of spine hemangiomas in MRI slices with the paper's U-Net.",
     )
     parser.add_argument("--version", action="version", version=f"hemseg {__version__}")
-    parser.add_subparsers(title="commands", metavar="COMMAND")
+    subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    add_prepare_command(subcommands)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {
     "size": [128, 128],
     "normalization": "percentile",
     "percentiles": [0.5, 99.5],
+    "fit": "pad-to-square",
 }
 
 
@@ -30,10 +32,34 @@ def normalize_intensity(image: torch.Tensor, percentiles: tuple[float, float] = 
     return ((image.float() - lo) / scale).clamp_(0, 1) * (hi > lo)
 
 
+def to_model_grid(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Pad a (N, C, H, W) batch to a centred square with zeros, then resize it to ``size``.
+
+    Padding first keeps anatomy in proportion whatever the slice's aspect ratio. ``mode="nearest"`` for masks.
+    """
+    h, w = x.shape[-2:]
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    x = F.pad(x, [left, side - w - left, top, side - h - top])
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest-exact")
+    return F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False)
+
+
+def from_model_grid(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Undo ``to_model_grid`` for (N, C, h, w) maps such as probabilities: back to the input's (H, W)."""
+    h, w = shape
+    side = max(h, w)
+    x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    top, left = (side - h) // 2, (side - w) // 2
+    return x[..., top : top + h, left : left + w]
+
+
 def preprocess(image: np.ndarray | torch.Tensor, preprocessing: dict[str, Any] | None = None) -> torch.Tensor:
     """Turn one 2D grayscale image of any size and dtype into the model's (1, 1, H, W) float input.
 
-    Raises ValueError for an image that is not 2D or holds NaN or infinite values.
+    Intensities are scaled by their own percentiles, then the image is padded to a square and resized
+    (``to_model_grid``). Raises ValueError for an image that is not 2D or holds NaN or infinite values.
     """
     settings = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
     if settings["normalization"] != "percentile":
@@ -43,5 +69,79 @@ def preprocess(image: np.ndarray | torch.Tensor, preprocessing: dict[str, Any] |
         raise ValueError(f"expected one 2D grayscale image, got an array of shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError("the image holds NaN or infinite values")
-    x = F.interpolate(x[None, None], size=tuple(settings["size"]), mode="bilinear", antialias=True, align_corners=False)
-    return normalize_intensity(x, tuple(settings["percentiles"]))
+    x = normalize_intensity(x[None, None], tuple(settings["percentiles"]))
+    return to_model_grid(x, tuple(settings["size"]))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random transforms for training: the paper's (rotation, flips, elastic deformation, contrast) plus
+    scaling, brightness, gamma, a smooth bias field and noise for scanner-to-scanner variation."""
+
+    rotation_deg: float = 15.0
+    scale: tuple[float, float] = (0.75, 1.3)  # wide: clinical fields of view differ from our crops
+    hflip: float = 0.5
+    vflip: float = 0.1
+    elastic_p: float = 0.5
+    elastic_alpha: float = 0.04  # control-point displacement, in units of half the image size
+    elastic_grid: int = 5
+    contrast: tuple[float, float] = (0.7, 1.4)
+    brightness: tuple[float, float] = (-0.1, 0.1)
+    gamma: tuple[float, float] = (0.7, 1.5)
+    bias_field: float = 0.3  # amplitude of the log of a smooth multiplicative field
+    noise_std: tuple[float, float] = (0.0, 0.05)
+
+
+def _uniform(low: float, high: float, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+
+def _smooth_field(n: int, grid: int, size: tuple[int, int], generator: torch.Generator, device) -> torch.Tensor:
+    coarse = torch.randn(n, 1, grid, grid, generator=generator, device=device)
+    return F.interpolate(coarse, size=size, mode="bicubic", align_corners=True)
+
+
+def augment(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    generator: torch.Generator,
+    config: AugmentConfig = AugmentConfig(),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment a batch on its own device: images (B, 1, H, W) in [0, 1], masks (B, C, H, W) in {0, 1}.
+
+    One geometric warp (rotation, scale, flips, elastic) moves image and masks together; intensity changes touch
+    the image only. Deterministic for a given generator state. Masks come back binary.
+    """
+    n, _, h, w = images.shape
+    device = images.device
+    angle = torch.deg2rad(_uniform(-config.rotation_deg, config.rotation_deg, n, generator, device))
+    scale = _uniform(*config.scale, n, generator, device)
+    flip_x = torch.where(torch.rand(n, generator=generator, device=device) < config.hflip, -1.0, 1.0)
+    flip_y = torch.where(torch.rand(n, generator=generator, device=device) < config.vflip, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip_x, -sin, torch.zeros_like(cos)], -1),
+            torch.stack([sin, cos * flip_y, torch.zeros_like(cos)], -1),
+        ],
+        dim=1,
+    )
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    elastic = torch.rand(n, generator=generator, device=device) < config.elastic_p
+    displacement = torch.cat([_smooth_field(n, config.elastic_grid, (h, w), generator, device) for _ in range(2)], 1)
+    grid = grid + (config.elastic_alpha * displacement * elastic[:, None, None, None]).permute(0, 2, 3, 1)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    masks = F.grid_sample(masks.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
+
+    def per_sample(values: torch.Tensor) -> torch.Tensor:
+        return values[:, None, None, None]
+
+    mean = images.mean(dim=(-2, -1), keepdim=True)
+    images = (images - mean) * per_sample(_uniform(*config.contrast, n, generator, device)) + mean
+    images = images + per_sample(_uniform(*config.brightness, n, generator, device))
+    images = images.clamp(0, 1) ** per_sample(_uniform(*config.gamma, n, generator, device))
+    bias = config.bias_field * _smooth_field(n, 3, (h, w), generator, device)
+    images = images * torch.exp(bias - bias.mean(dim=(-2, -1), keepdim=True))
+    noise = torch.randn(images.shape, generator=generator, device=device)
+    images = images + noise * per_sample(_uniform(*config.noise_std, n, generator, device))
+    return images.clamp(0, 1), masks.float()

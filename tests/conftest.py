@@ -1,0 +1,103 @@
+"""Real files for the tests: small NIfTI volumes and DICOM series written here, and the shared data set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The Hub cannot be reached from CI: every Hub path is exercised offline. Set before any Hub library loads.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "spine-mri"
+RAS_SHAPE = (40, 48, 72)  # x: left->right, y: posterior->anterior, z: inferior->superior
+
+
+def synthetic_ras(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A uint8 'spine' in RAS order: three box-shaped vertebral bodies stacked along z, ids 1-3."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(40, 4, RAS_SHAPE)
+    label = np.zeros(RAS_SHAPE, dtype=np.uint8)
+    for vid, z0 in enumerate((8, 30, 52), start=1):
+        label[10:30, 16:40, z0 : z0 + 14] = vid
+    image[label > 0] += 60
+    image[:, 44:, :] += 50  # a bright band at the anterior edge: tells anterior from posterior
+    image[:, :, 68:] += 100  # and one at the superior end
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def save_nifti(array: np.ndarray, path: Path, codes=("I", "P", "R"), spacing=(1.0, 1.0, 1.0)) -> Path:
+    """Save a RAS array stored in another axis order, with an affine that says so."""
+    ras = nib.Nifti1Image(array, np.diag([*spacing, 1.0]))
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt("RAS"), nib.orientations.axcodes2ornt(codes)
+    )
+    nib.save(ras.as_reoriented(transform), path)
+    return path
+
+
+def write_case(folder: Path, case: str, seed: int = 0, codes=("I", "P", "R")) -> Path:
+    image, label = synthetic_ras(seed)
+    save_nifti(image, folder / f"{case}_image.nii.gz", codes)
+    save_nifti(label, folder / f"{case}_label.nii.gz", codes)
+    return folder / f"{case}_image.nii.gz"
+
+
+def write_dicom_series(volume_ras: np.ndarray, folder: Path, slope: float = 2.0, intercept: float = -10.0) -> Path:
+    """Axial DICOM slices of a RAS volume with 1 mm voxels; stored pixel = (value - intercept) / slope.
+
+    File names are shuffled so that only ImagePositionPatient can order the slices.
+    """
+    folder.mkdir(parents=True)
+    nx, ny, nz = volume_ras.shape
+    series_uid = generate_uid()
+    order = np.random.default_rng(0).permutation(nz)
+    for k in range(nz):
+        # DICOM rows run anterior->posterior (+y in LPS), columns right->left (+x in LPS).
+        pixels = volume_ras[::-1, ::-1, k].T
+        stored = np.rint((pixels.astype(float) - intercept) / slope).astype(np.uint16)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"x{order[k]:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series_uid, k + 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        # Voxel (i, j, k) in RAS is at (i, j, k) mm; in LPS the first pixel (i = nx-1, j = ny-1) is at:
+        ds.ImagePositionPatient = [-(nx - 1.0), -(ny - 1.0), float(k)]
+        ds.PixelSpacing = [1.0, 1.0]
+        ds.SliceThickness = 1.0
+        ds.Rows, ds.Columns = stored.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.PixelData = stored.tobytes()
+        ds.save_as(folder / f"x{order[k]:03d}.dcm", enforce_file_format=True)
+    return folder
+
+
+@pytest.fixture
+def nifti_cases(tmp_path: Path) -> Path:
+    """A folder with two synthetic NIfTI cases from two 'sources'."""
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    write_case(folder, "srca_01", seed=1)
+    write_case(folder, "srcb_01", seed=2, codes=("L", "A", "S"))
+    return folder
+
+
+@pytest.fixture
+def shared_case() -> Path:
+    """The smallest shared case (real MRI, real vertebral-body labels)."""
+    path = SHARED / "vb3_04_image.nii.gz"
+    if not path.exists():
+        pytest.skip(f"shared data not found at {SHARED}")
+    return path
