@@ -160,8 +160,8 @@ def prepare(
     volumes: list[str | Path],
     out: str | Path,
     seed: int = 0,
-    simulator: SimulatorConfig = SimulatorConfig(),
-    sampling: SamplingConfig = SamplingConfig(),
+    simulator: SimulatorConfig | None = None,
+    sampling: SamplingConfig | None = None,
     overwrite: bool = False,
     workers: int = 1,
 ) -> Path:
@@ -171,6 +171,7 @@ def prepare(
     never leaves a folder that looks finished.
     """
     out = Path(out)
+    simulator, sampling = simulator or SimulatorConfig(), sampling or SamplingConfig()
     if out.exists() and not overwrite:
         raise ValueError(f"{out} already exists; choose another folder or pass --overwrite")
     found = find_volumes(volumes)

@@ -8,11 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
 
-from hemseg.volumes import PLANES  # noqa: E402
+from hemseg.volumes import PLANES
 
 COLOURS = {"vertebral_body": "#00d5ff", "hemangioma": "#ff3b30"}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_ras, write_case, write_dicom_series
+from conftest import save_nifti, synthetic_ras, write_case, write_dicom_series
 from PIL import Image
 
 from hemseg.prepare import SamplingConfig, assign_splits, prepare
@@ -86,8 +86,6 @@ def test_every_slice_of_a_case_has_the_case_split(tmp_path):
 def test_dicom_series_with_label_gives_16_bit_slices(tmp_path):
     image, label = synthetic_ras()
     series = write_dicom_series(image.astype(np.int16) * 3, tmp_path / "vols" / "patient1")
-    from conftest import save_nifti
-
     save_nifti(label, tmp_path / "vols" / "patient1_label.nii.gz", ("R", "A", "S"))
     out = prepare([series], tmp_path / "s", seed=0)
     rows = manifest(out)
@@ -115,8 +113,6 @@ def test_failure_midway_leaves_nothing_that_looks_finished(tmp_path, nifti_cases
 
 def test_volume_without_label_is_refused_by_name(tmp_path):
     image, _ = synthetic_ras()
-    from conftest import save_nifti
-
     save_nifti(image, tmp_path / "lonely_image.nii.gz")
     with pytest.raises(ValueError, match="lonely_image.nii.gz"):
         prepare([tmp_path / "lonely_image.nii.gz"], tmp_path / "out")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from scipy import ndimage
 from conftest import synthetic_ras
+from scipy import ndimage
 
 from hemseg.simulate import SimulatorConfig, insert_hemangiomas
 from hemseg.volumes import cut
@@ -26,13 +26,13 @@ def test_lesions_lie_inside_vertebral_bodies(seed):
 def test_same_seed_same_lesions_other_seed_other_lesions():
     _, _, image_a, mask_a, lesions_a = simulate(4)
     _, _, image_b, mask_b, lesions_b = simulate(4)
-    _, _, image_c, mask_c, _ = simulate(5)
+    _, _, _, mask_c, _ = simulate(5)
     assert np.array_equal(image_a, image_b) and np.array_equal(mask_a, mask_b) and lesions_a == lesions_b
     assert not np.array_equal(mask_a, mask_c)
 
 
 def test_intensity_multiplies_the_tissue_and_only_near_the_lesion():
-    original, label, image, mask, lesions = simulate(1)
+    original, _, image, mask, _ = simulate(1)
     changed = ~np.isclose(image, original, atol=0.5)
     assert changed[mask].mean() > 0.5  # the lesion changes the tissue under it
     near = ndimage.binary_dilation(mask, iterations=6)

@@ -31,7 +31,7 @@ def test_preprocess_gives_the_model_input():
     image = np.random.default_rng(0).integers(0, 4000, (300, 120)).astype(np.uint16)
     x = preprocess(image)
     assert x.shape == (1, 1, 128, 128) and x.dtype == torch.float32
-    assert 0 <= x.min() and x.max() <= 1
+    assert x.min() >= 0 and x.max() <= 1
     assert x[..., :, :10].abs().max() == 0  # padding to a square keeps the aspect ratio: empty side bands
     assert preprocess(image, {"size": [64, 64]}).shape == (1, 1, 64, 64)
 

@@ -10,7 +10,7 @@ from hemseg.volumes import PLANES, cut, find_volumes, plane_spacing, read_volume
 
 @pytest.mark.parametrize("codes", [("I", "P", "R"), ("L", "A", "S"), ("A", "S", "L"), ("R", "I", "P")])
 def test_axis_order_on_disk_does_not_change_the_slices(tmp_path, codes):
-    image, label = synthetic_ras()
+    image, _ = synthetic_ras()
     reference = read_volume(save_nifti(image, tmp_path / "ras.nii.gz", ("R", "A", "S")))
     other = read_volume(save_nifti(image, tmp_path / "other.nii.gz", codes))
     for plane in PLANES:
