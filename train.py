@@ -1,27 +1,294 @@
-"""Train the hemseg U-Net: `accelerate launch train.py --data D --output-dir O`.
+"""Train the hemseg U-Net with Hugging Face Accelerate.
 
-The training loop lands with issue 4; until then this script states so and exits non-zero, so that nothing
-downstream mistakes its run for a trained model.
+    accelerate launch train.py --data build/spine-slices --output-dir runs/unet64
+    accelerate launch --cpu --num_processes 2 train.py --data D --output-dir O   # two CPU processes
+    accelerate launch --multi_gpu --num_processes 4 --mixed_precision bf16 train.py ...  # four GPUs
+
+Defaults follow the paper: UNet with 64 base filters, Adam at lr 1e-4, binary cross-entropy, up to 70 epochs with
+early stopping on the validation pooled Dice, 128x128 inputs. Checkpoints go to <output-dir>-checkpoints after
+every epoch; the finished model folder is written to a temporary folder and renamed to <output-dir> at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import shlex
+import shutil
 import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from hemseg.card import write_model_card
+from hemseg.data import label_names, load
+from hemseg.evaluate import evaluate_dataset, summarize_by_label, write_report
+from hemseg.figures import training_curves
+from hemseg.hub import push_folder
+from hemseg.inference import Segmenter
+from hemseg.metrics import confusion_counts, json_ready
+from hemseg.model import UNet
+from hemseg.training import TrainingState, epoch_metrics, load_tensors, make_loss
+from hemseg.transforms import DEFAULT_PREPROCESSING, augment
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="slice folder, saved Arrow data set or Hub data set id")
-    parser.add_argument("--output-dir", required=True, help="folder for the trained model")
-    return parser.parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="slice folder, saved data set folder or Hub data set id")
+    parser.add_argument("--output-dir", required=True, help="model folder to create")
+    parser.add_argument("--labels", default="vertebral_body,hemangioma", help="comma-separated; one output each")
+    parser.add_argument("--base-channels", type=int, default=64)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=70)
+    parser.add_argument("--patience", type=int, default=10, help="epochs without improvement before stopping")
+    parser.add_argument("--batch-size", type=int, default=16, help="per process")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--loss", choices=["bce", "bce+dice"], default="bce")
+    parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume-from-checkpoint", help="a checkpoint folder, or 'latest'")
+    parser.add_argument("--push-to-hub", action="store_true")
+    parser.add_argument("--hub-model-id", help="user/name on the Hub (with --push-to-hub)")
+    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push-to-hub needs --hub-model-id")
+    return args
+
+
+@torch.no_grad()
+def validate(model, loader, data, loss_fn, accelerator) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Validation loss and per-slice counts, gathered from every process without duplicates."""
+    model.eval()
+    losses, counts, planes = [], [], []
+    for (idx,) in loader:
+        images, masks = data.images[idx].float(), data.masks[idx].float()
+        logits = model(images)
+        loss = loss_fn(logits, masks).expand(len(idx))
+        batch = accelerator.gather_for_metrics((loss, confusion_counts(logits > 0, masks), data.planes[idx]))
+        losses.append(batch[0])
+        counts.append(batch[1])
+        planes.append(batch[2])
+    return float(torch.cat(losses).mean()), torch.cat(counts), torch.cat(planes)
+
+
+def resolve_checkpoint(name: str, work_dir: Path) -> str:
+    """A checkpoint folder; for 'latest', the newest one that was written completely.
+
+    Accelerate writes each process's random states last, so a run killed while saving leaves a folder without
+    them: that one is skipped.
+    """
+    if name != "latest":
+        if not Path(name).is_dir():
+            raise FileNotFoundError(f"{name}: no such checkpoint folder")
+        return name
+    folders = sorted((work_dir / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[-1]))
+    complete = [f for f in folders if (f / "random_states_0.pkl").exists()]
+    if not complete:
+        raise FileNotFoundError(f"no complete checkpoint in {work_dir / 'checkpoints'} to resume from")
+    return str(complete[-1])
+
+
+def read_log(path: Path, epochs: int) -> list[dict]:
+    """Rows of an earlier run's log up to ``epochs`` (when resuming)."""
+    if not path.exists():
+        return []
+    with open(path) as f:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return [{**row, "epoch": int(row["epoch"])} for row in rows if row["epoch"] <= epochs]
+
+
+def write_log(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parse_args(argv)
-    print("train.py: the training loop is not implemented yet (issue 4); no model was written.", file=sys.stderr)
-    return 1
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    work_dir = Path(f"{args.output_dir}-checkpoints")
+    accelerator = Accelerator(
+        project_config=ProjectConfiguration(project_dir=str(work_dir), automatic_checkpoint_naming=True, total_limit=2)
+    )
+    set_seed(args.seed)
+    labels = args.labels.split(",")
+    dataset = load(args.data)
+    missing = [label for label in labels if label not in label_names(dataset)]
+    if missing:
+        raise ValueError(f"{args.data} has no masks for {missing}; it has {label_names(dataset)}")
+
+    preprocessing = {**DEFAULT_PREPROCESSING, "size": [args.image_size, args.image_size]}
+    model = UNet(1, len(labels), args.base_channels, args.depth, labels=labels, preprocessing=preprocessing)
+    data = load_tensors(dataset, labels, preprocessing, progress=accelerator.is_local_main_process)
+    data = data.to(accelerator.device)  # the whole set stays resident: no loader workers, no per-batch decoding
+    train_idx = torch.from_numpy((data.splits == "train").nonzero()[0])
+    val_idx = torch.from_numpy((data.splits == "val").nonzero()[0])
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(f"{args.data} needs slices in both the 'train' and the 'val' split")
+    train_loader = DataLoader(TensorDataset(train_idx), batch_size=args.batch_size, shuffle=True)
+    val_loader = DataLoader(TensorDataset(val_idx), batch_size=args.batch_size)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=0.5, patience=args.patience // 2
+    )
+    state = TrainingState()
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    # The plateau scheduler steps once per epoch on a gathered score, so it is checkpointed but not prepared.
+    accelerator.register_for_checkpointing(scheduler, state)
+    if args.resume_from_checkpoint:
+        accelerator.load_state(resolve_checkpoint(args.resume_from_checkpoint, work_dir))
+        accelerator.project_configuration.iteration = state.epoch  # next checkpoint gets the next number
+        accelerator.print(f"resumed after epoch {state.epoch} (best validation Dice {state.best_score:.4f})")
+
+    loss_fn = make_loss(args.loss)
+    log = read_log(work_dir / "training_log.csv", state.epoch)
+    generator = torch.Generator(accelerator.device)
+    for epoch in range(state.epoch, args.epochs):
+        started = time.perf_counter()
+        # Augmentation draws differ per process and epoch, and are the same again after a resume.
+        generator.manual_seed(args.seed * 100_003 + epoch * 101 + accelerator.process_index)
+        model.train()
+        train_losses, train_counts, train_planes = [], [], []
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not accelerator.is_local_main_process)
+        for (idx,) in bar:
+            images, masks = data.images[idx].float(), data.masks[idx].float()
+            if args.augment:
+                images, masks = augment(images, masks, generator)
+            logits = model(images)
+            loss = loss_fn(logits, masks)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+            gathered = accelerator.gather_for_metrics(
+                (loss.detach().expand(len(idx)), confusion_counts(logits.detach() > 0, masks), data.planes[idx])
+            )
+            train_losses.append(gathered[0])
+            train_counts.append(gathered[1])
+            train_planes.append(gathered[2])
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+
+        val_loss, val_counts, val_planes = validate(model, val_loader, data, loss_fn, accelerator)
+        row = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+            "train_loss": float(torch.cat(train_losses).mean()),
+            "val_loss": val_loss,
+            **epoch_metrics("train", torch.cat(train_counts), torch.cat(train_planes), labels),
+            **epoch_metrics("val", val_counts, val_planes, labels),
+        }
+        log.append(row)
+        score = sum(row[f"val_{label}_all_dice"] for label in labels) / len(labels)
+        scheduler.step(score)
+        state.epoch = epoch + 1
+        if score > state.best_score:
+            state.best_score, state.best_epoch = score, epoch + 1
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                accelerator.unwrap_model(model).save_pretrained(work_dir / "best")
+        if accelerator.is_main_process:  # the log first: a checkpoint never lacks its log rows
+            write_log(work_dir / "training_log.csv", log)
+        accelerator.save_state()
+        accelerator.print(
+            f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, val pooled Dice "
+            + ", ".join(f"{label} {row[f'val_{label}_all_dice']:.4f}" for label in labels)
+        )
+        if state.epoch - state.best_epoch >= args.patience:
+            accelerator.print(f"early stop: no improvement for {args.patience} epochs")
+            break
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        finish(args, dataset, labels, log, work_dir, output_dir, state, accelerator.device)
+        if args.push_to_hub:
+            return push_folder(output_dir, args.hub_model_id, args.private)
+    accelerator.end_training()
+    return 0
+
+
+def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: TrainingState, device) -> None:
+    """Evaluate the best weights and assemble the model folder; renamed into place only when complete."""
+    segmenter = Segmenter(UNet.from_pretrained(work_dir / "best"), str(output_dir), device)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        shutil.copytree(work_dir / "best", tmp, dirs_exist_ok=True)
+        shutil.copy(work_dir / "training_log.csv", tmp / "training_log.csv")
+        training_curves(log, labels, tmp / "training_curves.png")
+        splits = [s for s in ("val", "test") if s in set(dataset["split"])]
+        metrics = {}
+        for split in splits:
+            records = evaluate_dataset(segmenter, dataset, split)
+            metrics[split] = summarize_by_label(records)
+            if split == splits[-1]:
+                note = f"Best epoch {state.best_epoch}; data {args.data}, split {split}."
+                write_report(records, tmp / "evaluation", f"{output_dir.name}: {split} split", note, dataset, segmenter)
+        command = "accelerate launch train.py " + shlex.join(args.argv)
+        metrics.update(
+            best_epoch=state.best_epoch,
+            epochs_run=state.epoch,
+            best_val_mean_pooled_dice=state.best_score,
+            command=command,
+            data=str(args.data),
+            labels=labels,
+        )
+        (tmp / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=1))
+        card_split = splits[-1]
+        write_model_card(
+            tmp,
+            model_name=output_dir.name,
+            labels=labels,
+            summary=metrics[card_split],
+            split=card_split,
+            dataset_name=Path(str(args.data)).name,
+            data_note=data_note(args.data),
+            command=command,
+            training_note=(
+                f"UNet(base_channels={args.base_channels}, depth={args.depth}), Adam lr {args.lr}, loss {args.loss}, "
+                f"batch {args.batch_size} per process, augmentation {'on' if args.augment else 'off'}, seed "
+                f"{args.seed}; best validation mean pooled Dice {state.best_score:.4f} at epoch {state.best_epoch} of "
+                f"{state.epoch}. Per-epoch log: training_log.csv; curves: training_curves.png."
+            ),
+            input_size=(args.image_size, args.image_size),
+        )
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        tmp.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"model folder written: {output_dir}")
+
+
+def data_note(data: str) -> str:
+    """What the training data were, from the slice folder's dataset.json when there is one."""
+    description = Path(str(data)) / "dataset.json"
+    if description.exists():
+        info = json.loads(description.read_text())
+        labels = "; ".join(f"{k}: {v}" for k, v in info.get("labels", {}).items())
+        simulator = info.get("simulator", {})
+        return (
+            f"Slice folder `{Path(str(data)).name}` made by `python -m hemseg prepare` (seed {info.get('seed')}, "
+            f"simulator version {simulator.get('version')}) from {', '.join(info.get('sources', []))}. "
+            f"Labels: {labels}. Split by case into train/val/test."
+        )
+    return f"Data set `{data}`. Hemangioma masks, if any, come from hemseg's simulator: the lesions are simulated."
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err

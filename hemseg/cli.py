@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from hemseg import __version__
+from hemseg.evaluate import add_evaluate_command
+from hemseg.predict import add_predict_command
 from hemseg.prepare import add_prepare_command
 
 Command = Callable[[argparse.Namespace], int]
@@ -20,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hemseg {__version__}")
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_prepare_command(subcommands)
+    add_predict_command(subcommands)
+    add_evaluate_command(subcommands)
     return parser
 
 

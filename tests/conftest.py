@@ -100,3 +100,34 @@ def shared_case() -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found at {SHARED}")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_slices(tmp_path_factory) -> Path:
+    """A small slice folder: 8 synthetic cases from two sources, train/val/test 4/2/2 cases, 4 slices a plane."""
+    from hemseg.prepare import SamplingConfig, prepare
+
+    folder = tmp_path_factory.mktemp("volumes")
+    for i in range(4):
+        write_case(folder, f"srca_{i:02d}", seed=10 + i)
+        write_case(folder, f"srcb_{i:02d}", seed=20 + i, codes=("L", "A", "S"))
+    sampling = SamplingConfig(slices_per_plane=4, split=(0.5, 0.25, 0.25))
+    return prepare([folder], tmp_path_factory.mktemp("data") / "slices", seed=0, sampling=sampling)
+
+
+@pytest.fixture(scope="session")
+def trained_model(tiny_slices, tmp_path_factory) -> Path:
+    """A model folder from a one-epoch run of train.py (one process)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    subprocess.run(
+        [sys.executable, "train.py", *TINY_TRAINING, "--epochs", "1", "--data", str(tiny_slices), "--output-dir", str(out)],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    )
+    return out
+
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_TRAINING = ["--base-channels", "4", "--depth", "3", "--batch-size", "8", "--lr", "3e-3"]

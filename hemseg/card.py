@@ -1,0 +1,116 @@
+"""The model card (README.md of a model folder), with `model-index` metadata from huggingface_hub."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from hemseg.evaluate import markdown_table
+from hemseg.volumes import PLANES
+
+CARD_METRICS = (("dice_fg", "dice"), ("iou", "iou"), ("precision", "precision"), ("recall", "recall"))
+
+
+def eval_results(summary: dict, split: str, dataset_name: str) -> list[EvalResult]:
+    """One EvalResult per label, plane (and overall) and metric, for the card's model-index."""
+    results = []
+    for label, by_plane in summary.items():
+        for plane in [*PLANES, "overall"]:
+            for key, metric_type in CARD_METRICS:
+                value = by_plane.get(plane, {}).get(key)
+                if value is None or math.isnan(value):
+                    continue
+                results.append(
+                    EvalResult(
+                        task_type="image-segmentation",
+                        dataset_type="spine-mri-slices",
+                        dataset_name=dataset_name,
+                        dataset_split=split,
+                        metric_type=metric_type,
+                        metric_name=f"{label} {plane} {metric_type}",
+                        metric_value=round(float(value), 4),
+                    )
+                )
+    return results
+
+
+def write_model_card(
+    folder: Path,
+    *,
+    model_name: str,
+    labels: list[str],
+    summary: dict,
+    split: str,
+    dataset_name: str,
+    data_note: str,
+    command: str,
+    training_note: str,
+    input_size: tuple[int, int] = (128, 128),
+    extra_sections: str = "",
+) -> Path:
+    """Write ``folder/README.md``: metadata, what trained the model, its scores, use and limits, how to load."""
+    data = ModelCardData(
+        model_name=model_name,
+        library_name="hemseg",
+        license="mit",
+        pipeline_tag="image-segmentation",
+        tags=["medical-imaging", "mri", "spine", "hemangioma", "unet", "simulated-lesions"],
+        eval_results=eval_results(summary, split, dataset_name),
+    )
+    tables = "\n\n".join(f"### {label} ({split} split)\n\n{markdown_table(summary[label])}" for label in summary)
+    body = f"""
+# {model_name}
+
+U-Net (hemseg, after the paper's architecture) that segments {", ".join(labels)} in 2D spine MRI slices.
+
+**Research use only. Not a medical device. The hemangiomas it was trained and scored on are simulated.**
+
+## Training data
+
+{data_note}
+
+## Scores
+
+Per label and plane, on the held-out {split} cases (split by patient). Dice is the mean over slices whose truth is
+not empty; pooled Dice sums the pixel counts of all slices; HD95 in mm.
+Vertebral-body scores are against **real** masks; hemangioma scores are against **simulated** lesions and are
+**not** comparable with the paper's Dice of 0.634 on real hemangiomas.
+
+{tables}
+
+{extra_sections}
+
+## Training
+
+{training_note}
+
+Made with:
+
+```bash
+{command}
+```
+
+## Intended use and limits
+
+- For research on spine hemangioma segmentation and for trying hemseg; not for diagnosis or treatment.
+- Trained on lumbar spine MRI of healthy adults (two sources, T2-weighted TSE and water-fat gradient echo) with
+  simulated lesions. Real hemangiomas, other sequences (e.g. STIR, contrast-enhanced T1), other scanners, the
+  cervical and thoracic spine, children, fractures and metastases were not seen; expect lower accuracy there.
+- Input: one grayscale slice of any size; intensities are scaled by their own percentiles, padded to a square
+  and resized to {input_size[0]}x{input_size[1]}. Output: one probability map per label.
+
+## How to load
+
+```python
+from hemseg import Segmenter
+segmenter = Segmenter.load("path/or/hub-id")  # a folder like this one, or its Hub id[@revision]
+prediction = segmenter.predict("slice.png")
+prediction.masks["hemangioma"], prediction.area("hemangioma"), prediction.area_unit
+```
+"""
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+    path = folder / "README.md"
+    card.save(path)
+    return path

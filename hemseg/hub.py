@@ -1,0 +1,32 @@
+"""Sharing a model folder on the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+
+def push_folder(folder: Path, repo_id: str, private: bool = False, api: HfApi | None = None) -> int:
+    """Upload ``folder`` as it is to the model repository ``repo_id``; 0 on success.
+
+    A failure (offline, no or bad token, no permission) is explained on stderr and returns 1; the local folder is
+    never touched, so the push can simply be retried.
+    """
+    api = api or HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), commit_message=f"Upload {folder.name} from hemseg"
+        )
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as err:
+        print(
+            f"error: the push to {repo_id} failed: {err}\nThe model folder {folder} is complete and unchanged; "
+            f"retry with: hf upload {repo_id} {folder}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"pushed {folder} to {commit.commit_url if hasattr(commit, 'commit_url') else repo_id}")
+    return 0

@@ -1,0 +1,124 @@
+"""Prediction: `Segmenter` loads a model once and segments slices of any size."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from huggingface_hub.errors import HfHubHTTPError
+from scipy import ndimage
+
+from hemseg.io import Slice, read_slice
+from hemseg.metrics import EIGHT
+from hemseg.model import UNet
+from hemseg.transforms import from_model_grid, preprocess
+
+BUNDLED_MODEL = Path(__file__).parent / "bundled_model"
+LOAD_ERRORS = (OSError, ValueError, HfHubHTTPError)
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """Per-label probability maps and masks at the input's size, with the numbers users ask for."""
+
+    probabilities: dict[str, np.ndarray]
+    threshold: float
+    spacing: tuple[float, float] | None = None
+
+    @property
+    def masks(self) -> dict[str, np.ndarray]:
+        return {label: p >= self.threshold for label, p in self.probabilities.items()}
+
+    @property
+    def area_unit(self) -> str:
+        return "mm2" if self.spacing else "px"
+
+    def area(self, label: str) -> float:
+        """Foreground area in mm^2 when the pixel spacing is known, else in pixels."""
+        pixels = float(self.masks[label].sum())
+        return pixels * self.spacing[0] * self.spacing[1] if self.spacing else pixels
+
+    def count(self, label: str) -> int:
+        """Number of 8-connected components (lesions) of a label's mask."""
+        return int(ndimage.label(self.masks[label], structure=EIGHT)[1])
+
+    def with_threshold(self, threshold: float) -> Prediction:
+        """The same probabilities cut at another threshold, without running the model again."""
+        return Prediction(self.probabilities, threshold, self.spacing)
+
+
+def parse_model_spec(spec: str) -> tuple[str, str | None]:
+    """``user/repo@revision`` -> (``user/repo``, ``revision``); local folders pass through."""
+    if Path(spec).exists() or "@" not in spec:
+        return spec, None
+    repo, revision = spec.rsplit("@", 1)
+    return repo, revision
+
+
+def load_model(spec: str | Path) -> UNet:
+    """A UNet from a local folder or a Hub id (``id@revision``), through huggingface_hub's cache."""
+    repo, revision = parse_model_spec(str(spec))
+    if not Path(repo).exists() and (repo.startswith((".", "/")) or repo.count("/") > 1):
+        raise FileNotFoundError(f"{spec}: no such model folder")
+    try:
+        return UNet.from_pretrained(repo, revision=revision)
+    except LOAD_ERRORS as err:
+        raise ValueError(f"could not load the model {spec!r}: {err}") from err
+
+
+class Segmenter:
+    """A loaded model with its preprocessing contract: ``Segmenter.load().predict("slice.png")``."""
+
+    def __init__(self, model: UNet, source: str, device: str | torch.device = "cpu") -> None:
+        self.model = model.eval().to(device)
+        self.source = source
+        self.device = torch.device(device)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels
+
+    @classmethod
+    def load(cls, model: str | Path | None = None) -> Segmenter:
+        """``model`` if given; else ``$HEMSEG_MODEL``; else, or when that cannot be loaded, the bundled model."""
+        if model is not None:
+            return cls(load_model(model), str(model))
+        spec = os.environ.get("HEMSEG_MODEL")
+        if spec:
+            try:
+                return cls(load_model(spec), spec)
+            except (ValueError, FileNotFoundError) as err:
+                logger.warning("HEMSEG_MODEL=%s could not be loaded (%s); using the bundled model", spec, err)
+        if not (BUNDLED_MODEL / "model.safetensors").exists():
+            raise FileNotFoundError(f"no bundled model at {BUNDLED_MODEL} and no HEMSEG_MODEL set")
+        return cls(UNet.from_pretrained(BUNDLED_MODEL), "bundled")
+
+    @torch.inference_mode()
+    def probabilities(self, images: list[np.ndarray], tta: bool = False, batch_size: int = 16) -> list[np.ndarray]:
+        """(labels, H, W) float32 probabilities for each image, at each image's own size."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            x = torch.cat([preprocess(image, self.model.preprocessing) for image in chunk]).to(self.device)
+            probs = torch.sigmoid(self.model(x))
+            if tta:  # average with the left-right mirrored prediction
+                probs = (probs + torch.sigmoid(self.model(x.flip(-1))).flip(-1)) / 2
+            probs = probs.float().cpu()
+            for image, p in zip(chunk, probs, strict=True):
+                out.append(from_model_grid(p[None], image.shape)[0].numpy())
+        return out
+
+    def predict(self, image: np.ndarray | str | Path | Slice, spacing=None, tta: bool = False) -> Prediction:
+        """Segment one slice (array, file path or ``Slice``); spacing is taken from the file when it has one."""
+        if isinstance(image, (str, Path)):
+            image = read_slice(image)
+        if isinstance(image, Slice):
+            spacing = spacing or image.spacing
+            image = image.pixels
+        probs = self.probabilities([np.asarray(image)], tta=tta)[0]
+        return Prediction(dict(zip(self.labels, probs, strict=True)), self.model.threshold, spacing)

@@ -1,0 +1,105 @@
+"""Reading one 2D slice from the files users have: PNG, JPEG, TIFF, DICOM and 2D NIfTI."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from nibabel.filebasedimages import ImageFileError
+from PIL import Image, UnidentifiedImageError
+from pydicom.pixels import apply_rescale
+
+from hemseg.volumes import DICOM_ERRORS, NIFTI_SUFFIXES
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MAX_PIXELS = 8192 * 8192  # larger uploads are refused before decoding, not after filling the memory
+
+
+@dataclass
+class Slice:
+    """A grayscale slice with what its file says about it."""
+
+    pixels: np.ndarray
+    spacing: tuple[float, float] | None = None  # (row, column) mm
+    plane: str | None = None
+    name: str = "image"
+
+
+def plane_from_normal(normal: np.ndarray) -> str:
+    """The anatomical plane whose normal is closest: x (left-right) sagittal, y coronal, z axial."""
+    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
+
+
+def read_slice(path: str | Path) -> Slice:
+    """Read one slice; raise ValueError with a plain explanation when the file is not a usable image."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path.name}: the file is empty")
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return _read_nifti_slice(path)
+    if name.endswith(IMAGE_SUFFIXES):
+        return _read_picture(path)
+    if name.endswith(".dcm") or pydicom.misc.is_dicom(path):
+        return _read_dicom(path)
+    try:  # unknown extension: let Pillow decide
+        return _read_picture(path)
+    except ValueError as err:
+        raise ValueError(f"{path.name}: not an image hemseg can read (PNG, JPEG, TIFF, DICOM or NIfTI)") from err
+
+
+def _read_picture(path: Path) -> Slice:
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ValueError(
+                    f"{path.name}: {image.width} x {image.height} pixels is too large (at most {MAX_PIXELS:,} pixels)"
+                )
+            if image.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+                image = image.convert("L")
+            pixels = np.asarray(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{path.name}: could not be read as an image ({err})") from err
+    if pixels.ndim != 2:
+        raise ValueError(f"{path.name}: expected a grayscale image, found shape {pixels.shape}")
+    return Slice(pixels, name=path.stem)
+
+
+def _read_dicom(path: Path) -> Slice:
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = apply_rescale(ds.pixel_array, ds).astype(np.float32)
+    except (*DICOM_ERRORS, OSError) as err:
+        raise ValueError(
+            f"{path.name}: could not be read as a DICOM image ({err}). Compressed DICOM needs a decoder; "
+            "export it uncompressed or as PNG"
+        ) from err
+    if pixels.ndim != 2:
+        raise ValueError(f"{path.name}: a multi-frame DICOM ({pixels.shape}); export one frame")
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":  # white is low: flip to the usual look
+        pixels = pixels.max() - pixels
+    spacing = tuple(float(v) for v in ds.PixelSpacing) if "PixelSpacing" in ds else None
+    plane = None
+    if "ImageOrientationPatient" in ds:
+        orientation = np.array(ds.ImageOrientationPatient, dtype=float)
+        plane = plane_from_normal(np.cross(orientation[:3], orientation[3:]))
+    return Slice(pixels, spacing, plane, path.stem)
+
+
+def _read_nifti_slice(path: Path) -> Slice:
+    try:
+        image = nib.load(path)
+        data = np.asanyarray(image.dataobj)
+    except (OSError, EOFError, zlib.error, ImageFileError, ValueError) as err:
+        raise ValueError(f"{path.name}: could not be read as NIfTI ({err})") from err
+    data = np.squeeze(data)
+    if data.ndim != 2:
+        raise ValueError(f"{path.name}: a NIfTI volume of shape {data.shape}; give one 2D slice")
+    zooms = image.header.get_zooms()
+    return Slice(data.T[::-1].astype(np.float32), (float(zooms[1]), float(zooms[0])), None, path.name.split(".")[0])

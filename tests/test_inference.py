@@ -1,0 +1,174 @@
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import REPO, TINY_TRAINING
+from huggingface_hub.errors import OfflineModeIsEnabled
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from hemseg import Segmenter
+from hemseg.hub import push_folder
+from hemseg.inference import parse_model_spec
+
+
+def run(args, env=None, check=True):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, check=check,
+                          env={**os.environ, **(env or {})})
+
+
+def dicom_slice(path, pixels, spacing=(0.5, 0.8)):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
+    ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # rows along y, columns along -z: a sagittal slice
+    ds.ImagePositionPatient, ds.PixelSpacing = [0, 0, 0], list(spacing)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_prediction_has_the_input_size_and_its_numbers(trained_model, tmp_path):
+    segmenter = Segmenter.load(trained_model)
+    image = np.random.default_rng(0).integers(0, 4000, (100, 61)).astype(np.uint16)
+    Image.fromarray(image).save(tmp_path / "slice16.png")
+    prediction = segmenter.predict(tmp_path / "slice16.png")
+    assert set(prediction.masks) == {"vertebral_body", "hemangioma"}
+    for label, mask in prediction.masks.items():
+        assert mask.shape == (100, 61) and mask.dtype == bool
+        assert prediction.probabilities[label].shape == (100, 61)
+        assert prediction.area(label) == mask.sum() and prediction.area_unit == "px"
+    lower = prediction.with_threshold(0.0)
+    assert lower.masks["hemangioma"].all() and lower.probabilities is prediction.probabilities
+
+
+def test_dicom_spacing_gives_areas_in_mm2(trained_model, tmp_path):
+    pixels = np.random.default_rng(1).integers(0, 1000, (64, 48))
+    prediction = Segmenter.load(trained_model).predict(dicom_slice(tmp_path / "s.dcm", pixels))
+    assert prediction.area_unit == "mm2"
+    assert prediction.area("vertebral_body") == pytest.approx(prediction.masks["vertebral_body"].sum() * 0.4)
+
+
+def test_test_time_augmentation_keeps_shapes(trained_model):
+    image = np.random.default_rng(2).random((70, 90)).astype(np.float32)
+    segmenter = Segmenter.load(trained_model)
+    plain, mirrored = segmenter.predict(image), segmenter.predict(image, tta=True)
+    assert mirrored.probabilities["hemangioma"].shape == (70, 90)
+    assert not np.allclose(plain.probabilities["hemangioma"], mirrored.probabilities["hemangioma"])
+
+
+def test_model_spec_parsing(tmp_path):
+    assert parse_model_spec("user/model@v1.2") == ("user/model", "v1.2")
+    assert parse_model_spec("user/model") == ("user/model", None)
+    odd = tmp_path / "with@sign"
+    odd.mkdir()
+    assert parse_model_spec(str(odd)) == (str(odd), None)
+
+
+def test_hemseg_model_variable_and_hub_cache(trained_model, tmp_path):
+    # A Hub model already in huggingface_hub's cache loads offline, by id and by id@revision.
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny-hemseg"
+    shutil.copytree(trained_model, repo / "snapshots" / commit, ignore=shutil.ignore_patterns("evaluation"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = "from hemseg import Segmenter; s = Segmenter.load(); print(s.source, s.labels)"
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    for spec in ("someone/tiny-hemseg", f"someone/tiny-hemseg@{commit}"):
+        result = run(["-c", code], env={**env, "HEMSEG_MODEL": spec})
+        assert result.stdout.startswith(spec) and "hemangioma" in result.stdout
+
+
+def test_unreachable_model_falls_back_to_the_bundled_one():
+    result = run(["-c", "from hemseg import Segmenter; print(Segmenter.load().source)"],
+                 env={"HEMSEG_MODEL": "nobody/not-cached", "HF_HUB_OFFLINE": "1"})
+    assert result.stdout.strip().endswith("bundled") and "could not be loaded" in result.stderr
+
+
+def test_explicit_model_that_cannot_load_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="could not load the model"):
+        Segmenter.load("nobody/not-cached")
+    with pytest.raises(FileNotFoundError):
+        Segmenter.load(str(tmp_path / "missing-folder"))
+
+
+def test_predict_command_writes_masks_overlays_and_a_table(trained_model, tiny_slices, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in sorted(p.name for p in tiny_slices.glob("*_axial_*.png") if p.stem.count("_") == 3)[:3]:
+        shutil.copy(tiny_slices / name, inputs / name)
+    result = run(["-m", "hemseg", "predict", str(inputs), "--out", str(tmp_path / "out"), "--model",
+                  str(trained_model), "--tta"])
+    assert "3 images segmented" in result.stdout
+    with open(tmp_path / "out" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and {"hemangioma_count", "hemangioma_area", "area_unit"} <= set(rows[0])
+    for row in rows:
+        stem = os.path.basename(row["file"]).removesuffix(".png")
+        size = Image.open(row["file"]).size
+        for suffix in ("vertebral_body", "hemangioma", "overlay"):
+            assert Image.open(tmp_path / "out" / f"{stem}_{suffix}.png").size == size
+
+
+def test_evaluate_command_reports_per_label_and_plane(trained_model, tiny_slices, tmp_path):
+    result = run(["-m", "hemseg", "evaluate", "--model", str(trained_model), "--data", str(tiny_slices),
+                  "--out", str(tmp_path / "r")])
+    assert "| sagittal |" in result.stdout and "simulated" in result.stdout
+    names = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"report.md", "metrics.csv", "metrics.json", "per_slice.csv", "per_plane.png",
+            "best_worst_hemangioma.png", "best_worst_vertebral_body.png"} <= names
+    with open(tmp_path / "r" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["label"], r["plane"]) for r in rows} >= {("hemangioma", "axial"), ("vertebral_body", "overall")}
+
+
+class RecordingApi:
+    """Stands in for HfApi at the network boundary: records what would be uploaded."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs["repo_id"], sorted(os.listdir(kwargs["folder_path"]))))
+
+
+def test_push_uploads_the_folder_as_it_is(trained_model):
+    api = RecordingApi()
+    assert push_folder(trained_model, "someone/model", private=True, api=api) == 0
+    assert api.calls[0] == ("create_repo", "someone/model", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert api.calls[1][0] == "upload_folder" and api.calls[1][2] == sorted(os.listdir(trained_model))
+
+
+def test_failed_push_says_why_and_keeps_the_model(trained_model, capsys):
+    class OfflineApi(RecordingApi):
+        def create_repo(self, repo_id, **kwargs):
+            raise OfflineModeIsEnabled("Cannot reach the Hub: offline mode is enabled")
+
+    before = sorted(os.listdir(trained_model))
+    assert push_folder(trained_model, "someone/model", api=OfflineApi()) == 1
+    message = capsys.readouterr().err
+    assert "push to someone/model failed" in message and "offline" in message and "unchanged" in message
+    assert sorted(os.listdir(trained_model)) == before
+
+
+def test_train_with_push_offline_keeps_the_model_and_exits_nonzero(tiny_slices, tmp_path):
+    out = tmp_path / "pushed"
+    result = run(["train.py", *TINY_TRAINING, "--epochs", "1", "--data", str(tiny_slices), "--output-dir", str(out),
+                  "--push-to-hub", "--hub-model-id", "someone/tiny"], env={"HF_HUB_OFFLINE": "1"}, check=False)
+    assert result.returncode == 1 and "push to someone/tiny failed" in result.stderr
+    assert (out / "model.safetensors").exists() and (out / "README.md").exists()

@@ -1,0 +1,110 @@
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from accelerate import Accelerator
+from conftest import REPO, TINY_TRAINING
+from huggingface_hub import ModelCard
+from torch.utils.data import DataLoader, TensorDataset
+
+from hemseg import UNet
+from hemseg.data import load
+from hemseg.training import epoch_metrics, load_tensors, make_loss
+
+EXPECTED_FILES = {"model.safetensors", "config.json", "README.md", "metrics.json", "training_log.csv",
+                  "training_curves.png", "evaluation"}
+
+
+def read_log(folder):
+    with open(folder / "training_log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def run_train(args, launcher=(sys.executable,), env=None, check=True):
+    return subprocess.run(
+        [*launcher, "train.py", *args], cwd=REPO, capture_output=True, text=True, check=check,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_one_process_writes_a_complete_model_folder(trained_model, tiny_slices):
+    assert EXPECTED_FILES <= {p.name for p in trained_model.iterdir()}
+    model = UNet.from_pretrained(trained_model)  # strict
+    assert model.labels == ["vertebral_body", "hemangioma"] and model.preprocessing["size"] == [128, 128]
+    log = read_log(trained_model)
+    assert len(log) == 1 and log[0]["epoch"] == "1"
+    for column in ("train_loss", "val_loss", "val_hemangioma_sagittal_dice", "train_vertebral_body_axial_recall",
+                   "val_vertebral_body_all_accuracy", "val_hemangioma_coronal_iou", "val_hemangioma_all_precision"):
+        assert column in log[0]
+    metrics = json.loads((trained_model / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"vertebral_body", "hemangioma"}
+    assert set(metrics["test"]["hemangioma"]) == {"axial", "coronal", "sagittal", "overall"}
+    assert metrics["command"].startswith("accelerate launch train.py --base-channels 4")
+    card = ModelCard.load(trained_model / "README.md")
+    names = {r.metric_name for r in card.data.eval_results}
+    assert "hemangioma sagittal dice" in names and "vertebral_body overall recall" in names
+    assert {r.dataset_split for r in card.data.eval_results} == {"test"}
+    assert "simulated" in card.text and metrics["command"] in card.text
+
+
+def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
+    out = tmp_path / "two"
+    result = run_train(
+        [*TINY_TRAINING, "--epochs", "1", "--data", str(tiny_slices), "--output-dir", str(out)],
+        launcher=("accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                  "--mixed_precision", "no", "--dynamo_backend", "no"),
+        env={"ACCELERATE_USE_CPU": "true"},
+    )
+    assert "MULTI_CPU" in result.stdout + result.stderr or (out / "model.safetensors").exists()
+    assert EXPECTED_FILES <= {p.name for p in out.iterdir()}
+    logged = read_log(out)[-1]
+    # The same weights validated in this single process give the numbers the two processes logged.
+    model = UNet.from_pretrained(out)
+    data = load_tensors(load(tiny_slices), model.labels, model.preprocessing, progress=False)
+    val_idx = torch.from_numpy((data.splits == "val").nonzero()[0])
+    accelerator = Accelerator(cpu=True)
+    from train import validate
+
+    loader = accelerator.prepare(DataLoader(TensorDataset(val_idx), batch_size=8))
+    val_loss, counts, planes = validate(model, loader, data, make_loss("bce"), accelerator)
+    assert len(counts) == len(val_idx)  # nothing dropped, nothing counted twice
+    recomputed = epoch_metrics("val", counts, planes, model.labels)
+    for key, value in recomputed.items():
+        assert float(logged[key]) == pytest.approx(value, abs=1e-6, nan_ok=True), key
+    assert float(logged["val_loss"]) == pytest.approx(val_loss, rel=1e-4)
+
+
+def test_interrupted_run_resumes_at_the_right_epoch(tmp_path, tiny_slices):
+    out = tmp_path / "resumed"
+    args = [*TINY_TRAINING, "--data", str(tiny_slices), "--output-dir", str(out)]
+    process = subprocess.Popen([sys.executable, "train.py", *args, "--epochs", "50", "--patience", "100"], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = tmp_path / "resumed-checkpoints" / "checkpoints" / "checkpoint_0" / "random_states_0.pkl"
+    deadline = time.time() + 120
+    while not first.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up: as a power cut or an OOM kill
+    process.wait()
+    assert first.exists(), "the run never reached its first checkpoint"
+    assert not out.exists()  # an interrupted run leaves no folder that looks finished
+    logged = len(read_log(tmp_path / "resumed-checkpoints"))
+    resumed = run_train([*args, "--epochs", str(logged + 2), "--resume-from-checkpoint", "latest"])
+    done = int(re.search(r"resumed after epoch (\d+)", resumed.stdout + resumed.stderr).group(1))
+    assert done in (logged, logged - 1)  # logged - 1 when the kill came while a checkpoint was being written
+    assert [int(row["epoch"]) for row in read_log(out)] == list(range(1, logged + 3))
+    assert UNet.from_pretrained(out).labels == ["vertebral_body", "hemangioma"]
+
+
+def test_bad_data_is_explained(tmp_path, tiny_slices):
+    result = run_train(["--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")], check=False)
+    assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
+    result = run_train(["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--labels", "spleen"],
+                       check=False)
+    assert result.returncode == 2 and "spleen" in result.stderr
