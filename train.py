@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             train_losses.append(gathered[0])
             train_counts.append(gathered[1])
             train_planes.append(gathered[2])
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
 
         val_loss, val_counts, val_planes = validate(model, val_loader, data, loss_fn, accelerator)
         row = {
