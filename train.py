@@ -32,7 +32,7 @@ from hemseg.data import label_names, load
 from hemseg.evaluate import evaluate_dataset, summarize_by_label, write_report
 from hemseg.figures import training_curves
 from hemseg.hub import push_folder
-from hemseg.inference import Segmenter
+from hemseg.inference import Segmenter, load_model
 from hemseg.metrics import confusion_counts, json_ready
 from hemseg.model import UNet
 from hemseg.training import TrainingState, epoch_metrics, load_tensors, make_loss
@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume-from-checkpoint", help="a checkpoint folder, or 'latest'")
+    parser.add_argument("--init-from", help="start from this model's weights (folder or Hub id); same architecture")
     parser.add_argument("--push-to-hub", action="store_true")
     parser.add_argument("--hub-model-id", help="user/name on the Hub (with --push-to-hub)")
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
@@ -122,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         project_config=ProjectConfiguration(project_dir=str(work_dir), automatic_checkpoint_naming=True, total_limit=2)
     )
     set_seed(args.seed)
+    accelerator.print(
+        f"training on {accelerator.num_processes} process(es), device {accelerator.device}, "
+        f"{accelerator.distributed_type}, mixed precision {accelerator.mixed_precision}"
+    )
     labels = args.labels.split(",")
     dataset = load(args.data)
     missing = [label for label in labels if label not in label_names(dataset)]
@@ -130,6 +135,17 @@ def main(argv: list[str] | None = None) -> int:
 
     preprocessing = {**DEFAULT_PREPROCESSING, "size": [args.image_size, args.image_size]}
     model = UNet(1, len(labels), args.base_channels, args.depth, labels=labels, preprocessing=preprocessing)
+    if args.init_from:  # fine-tuning: strict, so an architecture mismatch is an error, not random weights
+        try:
+            model.load_state_dict(load_model(args.init_from).state_dict())
+        except RuntimeError as err:
+            raise ValueError(
+                f"--init-from {args.init_from}: its weights do not fit UNet(base_channels={args.base_channels}, "
+                f"depth={args.depth}, labels={labels}); pass the same architecture ({err})"
+            ) from err
+    if accelerator.is_main_process:  # what this run trains, for people and for `python -m hemseg compare`
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir / "run.json").write_text(json.dumps({k: v for k, v in vars(args).items() if k != "argv"}, indent=1))
     data = load_tensors(dataset, labels, preprocessing, progress=accelerator.is_local_main_process)
     data = data.to(accelerator.device)  # the whole set stays resident: no loader workers, no per-batch decoding
     train_idx = torch.from_numpy((data.splits == "train").nonzero()[0])

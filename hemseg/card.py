@@ -10,7 +10,12 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from hemseg.evaluate import markdown_table
 from hemseg.volumes import PLANES
 
-CARD_METRICS = (("dice_fg", "dice"), ("iou", "iou"), ("precision", "precision"), ("recall", "recall"))
+CARD_METRICS = (
+    ("dice_fg", "dice"),
+    ("pooled_iou", "iou"),
+    ("pooled_precision", "precision"),
+    ("pooled_recall", "recall"),
+)
 
 
 def eval_results(summary: dict, split: str, dataset_name: str) -> list[EvalResult]:
@@ -73,8 +78,8 @@ U-Net (hemseg, after the paper's architecture) that segments {", ".join(labels)}
 
 ## Scores
 
-Per label and plane, on the held-out {split} cases (split by patient). Dice is the mean over slices whose truth is
-not empty; pooled Dice sums the pixel counts of all slices; HD95 in mm.
+Per label and plane, on the held-out {split} cases (split by patient), at each slice's own resolution. Dice (mean)
+averages the slices whose truth is not empty; pooled scores sum the pixel counts of all slices; HD95 in mm.
 Vertebral-body scores are against **real** masks; hemangioma scores are against **simulated** lesions and are
 **not** comparable with the paper's Dice of 0.634 on real hemangiomas.
 

@@ -1,9 +1,10 @@
-"""`python -m hemseg compare`: a markdown table comparing training runs on their validation cases.
+"""`python -m hemseg compare`: a markdown table comparing training runs by their validation scores.
 
-    python -m hemseg compare runs/unet8 runs/unet16 runs/unet32 runs/unet64
+    python -m hemseg compare runs/unet8-checkpoints runs/unet16-checkpoints
 
-Reads each run's metrics.json (validation split, evaluated at each slice's own resolution by train.py) and
-config.json; the epoch times come from training_log.csv.
+Each RUN is the ``<output-dir>-checkpoints`` folder that train.py keeps: its ``run.json`` gives the architecture
+and its ``training_log.csv`` the validation scores of every epoch (on the 128x128 model grid). The table shows the
+epoch with the best mean pooled validation Dice, as train.py's early stopping chooses it.
 """
 
 from __future__ import annotations
@@ -16,39 +17,40 @@ from pathlib import Path
 from hemseg.model import UNet, count_parameters
 
 
-def row(run: Path) -> str:
-    metrics = json.loads((run / "metrics.json").read_text())
-    config = json.loads((run / "config.json").read_text())
-    with open(run / "training_log.csv") as f:
-        seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
-    val = metrics["val"]
-    params = count_parameters(UNet(**config))
-    cells = [
-        run.name,
-        str(config["base_channels"]),
-        f"{params / 1e6:.2f}",
-        f"{params * 4 / 2**20:.1f}",
-        f"{metrics['best_epoch']}/{metrics['epochs_run']}",
-        f"{seconds:.0f}",
-    ]
-    for label in config["labels"]:
-        overall = val[label]["overall"]
-        cells += [f"{overall['dice_fg']:.3f}", f"{overall['pooled_dice']:.3f}"]
-    cells.append(f"{val['hemangioma']['overall']['lesion_f1']:.3f}" if "hemangioma" in val else "n/a")
-    return "| " + " | ".join(cells) + " |"
+def best_epoch(log: list[dict[str, str]], labels: list[str]) -> dict[str, str]:
+    return max(log, key=lambda row: sum(float(row[f"val_{label}_all_dice"]) for label in labels))
 
 
 def comparison_table(runs: list[str]) -> str:
-    labels = json.loads((Path(runs[0]) / "config.json").read_text())["labels"]
-    head = ["run", "base filters", "parameters (M)", "fp32 MiB", "best/run epochs", "train s"]
+    rows = []
+    labels: list[str] = []
+    for run in map(Path, runs):
+        settings = json.loads((run / "run.json").read_text())
+        labels = settings["labels"].split(",")
+        with open(run / "training_log.csv") as f:
+            log = list(csv.DictReader(f))
+        best = best_epoch(log, labels)
+        params = count_parameters(UNet(1, len(labels), settings["base_channels"], settings["depth"], labels=labels))
+        seconds = sum(float(row["seconds"]) for row in log) / len(log)
+        cells = [
+            run.name.removesuffix("-checkpoints"),
+            str(settings["base_channels"]),
+            f"{params / 1e6:.2f}",
+            f"{params * 4 / 2**20:.1f}",
+            f"{settings['loss']}, lr {settings['lr']:g}",
+            f"{best['epoch']} of {len(log)}",
+            f"{seconds:.1f}",
+        ]
+        for label in labels:
+            cells += [f"{float(best[f'val_{label}_all_dice']):.3f}", f"{float(best[f'val_{label}_all_dice_fg']):.3f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    head = ["run", "base filters", "parameters (M)", "fp32 MiB", "loss", "best epoch", "s/epoch"]
     for label in labels:
-        head += [f"{label} Dice_fg", f"{label} pooled Dice"]
-    head.append("lesion F1")
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    return "\n".join(lines + [row(Path(run)) for run in runs])
+        head += [f"{label} pooled Dice", f"{label} Dice_fg"]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + " --- |" * len(head), *rows])
 
 
 def add_compare_command(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser("compare", help="markdown table of training runs' validation scores")
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="model folders written by train.py")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="<output-dir>-checkpoints folders of train.py runs")
     parser.set_defaults(command=lambda args: print(comparison_table(args.runs)) or 0)

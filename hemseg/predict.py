@@ -67,7 +67,9 @@ def add_predict_command(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser("predict", help="segment image files: masks, overlays and areas")
     parser.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
     parser.add_argument("--out", required=True, help="folder for masks, overlays and predictions.csv")
-    parser.add_argument("--model", default=None, help="local folder or Hub id[@revision]; default: HEMSEG_MODEL or bundled")
+    parser.add_argument(
+        "--model", default=None, help="local folder or Hub id[@revision]; default: HEMSEG_MODEL or bundled"
+    )
     parser.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
     parser.set_defaults(command=run_predict)
 

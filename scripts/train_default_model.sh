@@ -6,7 +6,7 @@
 #   scripts/train_default_model.sh build/spine-slices runs
 #
 # The bundled model is runs/unet16 copied to hemseg/bundled_model; its card gets the width table from
-# `python -m hemseg compare runs/unet8 runs/unet16 runs/unet32 runs/unet64 runs/unet16-paper runs/unet64-paper`.
+# `python -m hemseg compare runs/*-checkpoints`.
 set -uo pipefail
 data=${1:-build/spine-slices}
 runs=${2:-runs}

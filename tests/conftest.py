@@ -123,8 +123,21 @@ def trained_model(tiny_slices, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     subprocess.run(
-        [sys.executable, "train.py", *TINY_TRAINING, "--epochs", "1", "--data", str(tiny_slices), "--output-dir", str(out)],
-        cwd=REPO, check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "train.py",
+            *TINY_TRAINING,
+            "--epochs",
+            "1",
+            "--data",
+            str(tiny_slices),
+            "--output-dir",
+            str(out),
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return out
 

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pydicom
 import pytest
 from conftest import REPO, TINY_TRAINING
 from huggingface_hub.errors import OfflineModeIsEnabled
@@ -19,8 +18,14 @@ from hemseg.inference import parse_model_spec
 
 
 def run(args, env=None, check=True):
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, check=check,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=check,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def dicom_slice(path, pixels, spacing=(0.5, 0.8)):
@@ -92,8 +97,10 @@ def test_hemseg_model_variable_and_hub_cache(trained_model, tmp_path):
 
 
 def test_unreachable_model_falls_back_to_the_bundled_one():
-    result = run(["-c", "from hemseg import Segmenter; print(Segmenter.load().source)"],
-                 env={"HEMSEG_MODEL": "nobody/not-cached", "HF_HUB_OFFLINE": "1"})
+    result = run(
+        ["-c", "from hemseg import Segmenter; print(Segmenter.load().source)"],
+        env={"HEMSEG_MODEL": "nobody/not-cached", "HF_HUB_OFFLINE": "1"},
+    )
     assert result.stdout.strip().endswith("bundled") and "could not be loaded" in result.stderr
 
 
@@ -109,8 +116,9 @@ def test_predict_command_writes_masks_overlays_and_a_table(trained_model, tiny_s
     inputs.mkdir()
     for name in sorted(p.name for p in tiny_slices.glob("*_axial_*.png") if p.stem.count("_") == 3)[:3]:
         shutil.copy(tiny_slices / name, inputs / name)
-    result = run(["-m", "hemseg", "predict", str(inputs), "--out", str(tmp_path / "out"), "--model",
-                  str(trained_model), "--tta"])
+    result = run(
+        ["-m", "hemseg", "predict", str(inputs), "--out", str(tmp_path / "out"), "--model", str(trained_model), "--tta"]
+    )
     assert "3 images segmented" in result.stdout
     with open(tmp_path / "out" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
@@ -123,12 +131,30 @@ def test_predict_command_writes_masks_overlays_and_a_table(trained_model, tiny_s
 
 
 def test_evaluate_command_reports_per_label_and_plane(trained_model, tiny_slices, tmp_path):
-    result = run(["-m", "hemseg", "evaluate", "--model", str(trained_model), "--data", str(tiny_slices),
-                  "--out", str(tmp_path / "r")])
+    result = run(
+        [
+            "-m",
+            "hemseg",
+            "evaluate",
+            "--model",
+            str(trained_model),
+            "--data",
+            str(tiny_slices),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert "| sagittal |" in result.stdout and "simulated" in result.stdout
     names = {p.name for p in (tmp_path / "r").iterdir()}
-    assert {"report.md", "metrics.csv", "metrics.json", "per_slice.csv", "per_plane.png",
-            "best_worst_hemangioma.png", "best_worst_vertebral_body.png"} <= names
+    assert {
+        "report.md",
+        "metrics.csv",
+        "metrics.json",
+        "per_slice.csv",
+        "per_plane.png",
+        "best_worst_hemangioma.png",
+        "best_worst_vertebral_body.png",
+    } <= names
     with open(tmp_path / "r" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["label"], r["plane"]) for r in rows} >= {("hemangioma", "axial"), ("vertebral_body", "overall")}
@@ -168,7 +194,22 @@ def test_failed_push_says_why_and_keeps_the_model(trained_model, capsys):
 
 def test_train_with_push_offline_keeps_the_model_and_exits_nonzero(tiny_slices, tmp_path):
     out = tmp_path / "pushed"
-    result = run(["train.py", *TINY_TRAINING, "--epochs", "1", "--data", str(tiny_slices), "--output-dir", str(out),
-                  "--push-to-hub", "--hub-model-id", "someone/tiny"], env={"HF_HUB_OFFLINE": "1"}, check=False)
+    result = run(
+        [
+            "train.py",
+            *TINY_TRAINING,
+            "--epochs",
+            "1",
+            "--data",
+            str(tiny_slices),
+            "--output-dir",
+            str(out),
+            "--push-to-hub",
+            "--hub-model-id",
+            "someone/tiny",
+        ],
+        env={"HF_HUB_OFFLINE": "1"},
+        check=False,
+    )
     assert result.returncode == 1 and "push to someone/tiny failed" in result.stderr
     assert (out / "model.safetensors").exists() and (out / "README.md").exists()

@@ -18,8 +18,15 @@ from hemseg import UNet
 from hemseg.data import load
 from hemseg.training import epoch_metrics, load_tensors, make_loss
 
-EXPECTED_FILES = {"model.safetensors", "config.json", "README.md", "metrics.json", "training_log.csv",
-                  "training_curves.png", "evaluation"}
+EXPECTED_FILES = {
+    "model.safetensors",
+    "config.json",
+    "README.md",
+    "metrics.json",
+    "training_log.csv",
+    "training_curves.png",
+    "evaluation",
+}
 
 
 def read_log(folder):
@@ -29,19 +36,30 @@ def read_log(folder):
 
 def run_train(args, launcher=(sys.executable,), env=None, check=True):
     return subprocess.run(
-        [*launcher, "train.py", *args], cwd=REPO, capture_output=True, text=True, check=check,
+        [*launcher, "train.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=check,
         env={**os.environ, **(env or {})},
     )
 
 
 def test_one_process_writes_a_complete_model_folder(trained_model, tiny_slices):
-    assert EXPECTED_FILES <= {p.name for p in trained_model.iterdir()}
+    assert {p.name for p in trained_model.iterdir()} >= EXPECTED_FILES
     model = UNet.from_pretrained(trained_model)  # strict
     assert model.labels == ["vertebral_body", "hemangioma"] and model.preprocessing["size"] == [128, 128]
     log = read_log(trained_model)
     assert len(log) == 1 and log[0]["epoch"] == "1"
-    for column in ("train_loss", "val_loss", "val_hemangioma_sagittal_dice", "train_vertebral_body_axial_recall",
-                   "val_vertebral_body_all_accuracy", "val_hemangioma_coronal_iou", "val_hemangioma_all_precision"):
+    for column in (
+        "train_loss",
+        "val_loss",
+        "val_hemangioma_sagittal_dice",
+        "train_vertebral_body_axial_recall",
+        "val_vertebral_body_all_accuracy",
+        "val_hemangioma_coronal_iou",
+        "val_hemangioma_all_precision",
+    ):
         assert column in log[0]
     metrics = json.loads((trained_model / "metrics.json").read_text())
     assert set(metrics["test"]) == {"vertebral_body", "hemangioma"}
@@ -58,12 +76,23 @@ def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
     out = tmp_path / "two"
     result = run_train(
         [*TINY_TRAINING, "--epochs", "1", "--data", str(tiny_slices), "--output-dir", str(out)],
-        launcher=("accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                  "--mixed_precision", "no", "--dynamo_backend", "no"),
+        launcher=(
+            "accelerate",
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ),
         env={"ACCELERATE_USE_CPU": "true"},
     )
-    assert "MULTI_CPU" in result.stdout + result.stderr or (out / "model.safetensors").exists()
-    assert EXPECTED_FILES <= {p.name for p in out.iterdir()}
+    assert "training on 2 process(es), device cpu, MULTI_CPU" in result.stdout
+    assert {p.name for p in out.iterdir()} >= EXPECTED_FILES
     logged = read_log(out)[-1]
     # The same weights validated in this single process give the numbers the two processes logged.
     model = UNet.from_pretrained(out)
@@ -84,8 +113,12 @@ def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
 def test_interrupted_run_resumes_at_the_right_epoch(tmp_path, tiny_slices):
     out = tmp_path / "resumed"
     args = [*TINY_TRAINING, "--data", str(tiny_slices), "--output-dir", str(out)]
-    process = subprocess.Popen([sys.executable, "train.py", *args, "--epochs", "50", "--patience", "100"], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *args, "--epochs", "50", "--patience", "100"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = tmp_path / "resumed-checkpoints" / "checkpoints" / "checkpoint_0" / "random_states_0.pkl"
     deadline = time.time() + 120
     while not first.exists() and time.time() < deadline and process.poll() is None:
@@ -105,6 +138,62 @@ def test_interrupted_run_resumes_at_the_right_epoch(tmp_path, tiny_slices):
 def test_bad_data_is_explained(tmp_path, tiny_slices):
     result = run_train(["--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")], check=False)
     assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
-    result = run_train(["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--labels", "spleen"],
-                       check=False)
+    result = run_train(
+        ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--labels", "spleen"], check=False
+    )
     assert result.returncode == 2 and "spleen" in result.stderr
+
+
+def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, tmp_path):
+    out = tmp_path / "tuned"
+    run_train(
+        [
+            *TINY_TRAINING,
+            "--epochs",
+            "1",
+            "--lr",
+            "0",
+            "--data",
+            str(tiny_slices),
+            "--output-dir",
+            str(out),
+            "--init-from",
+            str(trained_model),
+            "--no-augment",
+        ]
+    )
+    original, tuned = UNet.from_pretrained(trained_model), UNet.from_pretrained(out)
+    for key, value in original.state_dict().items():
+        if "running" not in key and "num_batches" not in key:  # lr 0: only BatchNorm statistics may move
+            assert torch.equal(value, tuned.state_dict()[key]), key
+    wrong = run_train(
+        [
+            "--base-channels",
+            "8",
+            "--depth",
+            "3",
+            "--epochs",
+            "1",
+            "--data",
+            str(tiny_slices),
+            "--output-dir",
+            str(tmp_path / "wrong"),
+            "--init-from",
+            str(trained_model),
+        ],
+        check=False,
+    )
+    assert wrong.returncode == 2 and "do not fit" in wrong.stderr
+
+
+def test_compare_lists_runs_with_their_best_epoch(trained_model):
+    result = subprocess.run(
+        [sys.executable, "-m", "hemseg", "compare", f"{trained_model}-checkpoints"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    header, _, row = result.stdout.strip().splitlines()
+    assert "hemangioma Dice_fg" in header and "parameters (M)" in header
+    assert row.startswith(f"| {trained_model.name} | 4 | ") and "1 of 1" in row
