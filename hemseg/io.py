@@ -64,7 +64,9 @@ def _read_picture(path: Path) -> Slice:
             if image.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
                 image = image.convert("L")
             pixels = np.asarray(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # Pillow refuses before our own size check can
+        raise ValueError(f"{path.name}: the image is too large (at most {MAX_PIXELS:,} pixels)") from err
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"{path.name}: could not be read as an image ({err})") from err
     if pixels.ndim != 2:
         raise ValueError(f"{path.name}: expected a grayscale image, found shape {pixels.shape}")

@@ -34,6 +34,7 @@ class Volume:
     spacing: tuple[float, float, float]
     label: np.ndarray | None
     path: Path
+    affine: np.ndarray  # voxel -> scanner mm (RAS), of the reoriented array
 
 
 def _load_nifti(path: Path) -> nib.Nifti1Image:
@@ -42,8 +43,13 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
         data = np.asanyarray(image.dataobj)  # reads the whole file: a truncated one fails here
     except READ_ERRORS as err:
         raise ValueError(f"{path}: could not be read as NIfTI ({type(err).__name__}: {err})") from err
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
     if data.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D volume, found an array of shape {data.shape}")
+        raise ValueError(
+            f"{path}: expected a 3D volume, found an array of shape {data.shape}"
+            + (" (a 4D series: export one 3D volume)" if data.ndim == 4 else "")
+        )
     if int(image.header["qform_code"]) == 0 and int(image.header["sform_code"]) == 0:
         raise ValueError(
             f"{path}: the volume has no orientation (qform and sform codes are both 0), so hemseg cannot tell "
@@ -76,7 +82,7 @@ def read_volume(image_path: str | Path, label_path: str | Path | None = None) ->
     canonical = nib.as_closest_canonical(grid)
     label = read_label(Path(label_path), canonical, image_path) if label_path is not None else None
     spacing = tuple(float(z) for z in canonical.header.get_zooms()[:3])
-    return Volume(np.asanyarray(canonical.dataobj), spacing, label, image_path)
+    return Volume(np.asanyarray(canonical.dataobj), spacing, label, image_path, canonical.affine)
 
 
 def read_dicom_series(folder: Path) -> nib.Nifti1Image:

@@ -38,6 +38,18 @@ EXPECTED = {
 }
 
 
+def reference_ssim(pred, target):
+    """The issue's definition of mask SSIM, straight from scikit-image."""
+    return structural_similarity(
+        pred.astype(float),
+        target.astype(float),
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
+
+
 def same(a, b):
     return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b)
 
@@ -53,14 +65,7 @@ def test_every_cell_of_the_empty_mask_table(case, spacing):
         assert same(result[key], value), key
     assert result["accuracy"] == pytest.approx((result["tp"] + result["tn"]) / 256)
     if case != "both_empty":  # SSIM is computed, not a rule, when one mask is empty
-        expected_ssim = structural_similarity(
-            pred.astype(float),
-            target.astype(float),
-            data_range=1.0,
-            gaussian_weights=True,
-            sigma=1.5,
-            use_sample_covariance=False,
-        )
+        expected_ssim = reference_ssim(pred, target)
         assert result["ssim"] == pytest.approx(expected_ssim)
 
 
@@ -150,14 +155,7 @@ def test_ssim_matches_skimage_on_random_masks():
     rng = np.random.default_rng(0)
     for _ in range(5):
         pred, target = rng.random((24, 30)) > 0.6, rng.random((24, 30)) > 0.6
-        expected = structural_similarity(
-            pred.astype(float),
-            target.astype(float),
-            data_range=1.0,
-            gaussian_weights=True,
-            sigma=1.5,
-            use_sample_covariance=False,
-        )
+        expected = reference_ssim(pred, target)
         assert slice_metrics(pred, target)["ssim"] == pytest.approx(expected)
 
 

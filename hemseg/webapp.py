@@ -1,0 +1,337 @@
+"""The Gradio app: upload a spine MRI slice or volume, see the segmentation, and the numbers behind it.
+
+Everything a request needs travels in its own inputs and ``gr.State``; nothing is shared between users but the
+loaded model, which is read-only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import nibabel as nib
+import numpy as np
+from huggingface_hub import hf_hub_download
+from PIL import Image
+from scipy import ndimage
+from skimage.measure import regionprops
+
+from hemseg.evaluate import markdown_table
+from hemseg.figures import error_map
+from hemseg.inference import BUNDLED_MODEL, LOAD_ERRORS, Prediction, Segmenter, parse_model_spec
+from hemseg.io import MAX_PIXELS, Slice, read_slice
+from hemseg.metrics import EIGHT, slice_metrics
+from hemseg.overlay import label_colour, overlay, to_display
+from hemseg.volumes import NIFTI_SUFFIXES, PLANE_AXIS, PLANES, Volume, cut, plane_spacing, read_volume
+
+NOTICE = (
+    "**Research use only. Not a medical device; not for diagnosis.** The models were trained and scored on real "
+    "lumbar spine MRI with **simulated** hemangiomas. Uploads and results are deleted from the server after an hour."
+)
+LESION = "hemangioma"
+BODY = "vertebral_body"
+LESION_COLUMNS = ["lesion", "area", "largest diameter", "share of its vertebral body", "warning"]
+METRIC_KEYS = ("dice", "iou", "precision", "recall", "accuracy", "ssim", "hd95")
+
+
+@dataclass
+class Result:
+    """What one segmentation produced; kept in gr.State so sliders redraw without running the model."""
+
+    pixels: np.ndarray
+    prediction: Prediction
+    plane: str | None
+    name: str
+    volume_masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def open_upload(path: str | None) -> Slice | Volume:
+    """A 2D slice, or a 3D volume for NIfTI (and DICOM series folders are out of reach of an upload)."""
+    if not path:
+        raise gr.Error("Please upload an image: PNG, JPEG, TIFF, DICOM or NIfTI.")
+    try:
+        if path.lower().endswith(NIFTI_SUFFIXES):
+            shape = nib.load(path).shape
+            if len([n for n in shape if n > 1]) >= 3:
+                if len(shape) > 3 and shape[3] > 1:
+                    raise ValueError("a 4D NIfTI (a time series); export one 3D volume or one slice")
+                return read_volume(path)
+        image = read_slice(path)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise gr.Error(str(err).replace(str(Path(path).parent) + "/", "")) from err
+    if image.pixels.size > MAX_PIXELS:
+        raise gr.Error(f"The image is too large ({image.pixels.shape}); at most {MAX_PIXELS:,} pixels.")
+    if not np.isfinite(np.asarray(image.pixels, dtype=np.float64)).all():
+        raise gr.Error("The image holds NaN or infinite values; export it again with valid pixels.")
+    return image
+
+
+def choose_slice(volume: Volume, plane: str, index: int) -> Slice:
+    axis = PLANE_AXIS[plane]
+    depth = volume.image.shape[axis]
+    index = depth // 2 if index < 0 else min(index, depth - 1)
+    return Slice(cut(volume.image, plane, index), plane_spacing(volume.spacing, plane), plane, volume.path.stem)
+
+
+def lesion_rows(prediction: Prediction) -> list[list[object]]:
+    """One row per predicted lesion (8-connected component): area, largest diameter, share of its body."""
+    masks = prediction.masks
+    if LESION not in masks:
+        return []
+    spacing = prediction.spacing or (1.0, 1.0)
+    unit = "mm" if prediction.spacing else "px"
+    lesions, _ = ndimage.label(masks[LESION], structure=EIGHT)
+    bodies, _ = ndimage.label(masks[BODY], structure=EIGHT) if BODY in masks else (None, 0)
+    rows = []
+    for region in regionprops(lesions, spacing=spacing):
+        lesion = lesions == region.label
+        share = "n/a"
+        if bodies is not None:
+            ids = np.unique(bodies[lesion])
+            body = np.isin(bodies, ids[ids > 0])
+            if body.any():
+                share = f"{100 * (lesion & body).sum() / body.sum():.0f} %"
+        touches = lesion[0].any() or lesion[-1].any() or lesion[:, 0].any() or lesion[:, -1].any()
+        rows.append(
+            [
+                region.label,
+                f"{region.area:.1f} {unit}²",
+                f"{region.feret_diameter_max:.1f} {unit}",
+                share,
+                "touches the image border: may be cut off" if touches else "",
+            ]
+        )
+    return rows
+
+
+def draw(result: Result, threshold: float, opacity: float, outline: bool):
+    prediction = result.prediction.with_threshold(threshold)
+    picture = overlay(result.pixels, prediction.masks, opacity=opacity, outline=outline)
+    before = np.repeat(to_display(result.pixels)[..., None], 3, axis=-1)
+    return prediction, picture, (before, picture)
+
+
+class App:
+    """The app's behaviour, separate from its layout so that it can be called and tested directly."""
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        self.segmenter = segmenter
+        self.model_metrics = model_metrics(segmenter)
+
+    def segment(
+        self,
+        file: str | None,
+        plane: str = "auto",
+        slice_index: int = -1,
+        threshold: float | None = None,
+        opacity: float = 0.45,
+        outline: bool = False,
+        truth: str | None = None,
+    ):
+        """Segment the upload; return overlay, before/after pair, lesion table, model table, truth metrics,
+        error map, downloads, a summary and the state for redrawing."""
+        upload = open_upload(file)
+        if isinstance(upload, Volume):
+            upload = choose_slice(upload, "sagittal" if plane == "auto" else plane, int(slice_index))
+        plane_used = upload.plane or (None if plane == "auto" else plane)
+        try:
+            prediction = self.segmenter.predict(upload)
+        except ValueError as err:
+            raise gr.Error(str(err)) from err
+        result = Result(np.asarray(upload.pixels), prediction, plane_used, upload.name)
+        return self.render(result, threshold, opacity, outline, truth)
+
+    def render(self, result: Result, threshold, opacity, outline, truth):
+        threshold = self.segmenter.model.threshold if threshold is None else float(threshold)
+        prediction, picture, pair = draw(result, threshold, opacity, outline)
+        rows = lesion_rows(prediction)
+        truth_rows, errors = truth_metrics(truth, prediction, result.pixels)
+        downloads = write_downloads(result, prediction, rows)
+        plane = result.plane or "unknown (choose one for the metrics table)"
+        area_unit = "mm²" if prediction.spacing else "px² (no pixel spacing in the file)"
+        summary = (
+            f"**{result.name}**: plane {plane}; {len(rows)} lesion(s); hemangioma area "
+            f"{prediction.area(LESION):.1f} {area_unit}; threshold {threshold:.2f}; model {self.segmenter.source}."
+            if LESION in prediction.masks
+            else f"**{result.name}**: plane {plane}; model {self.segmenter.source}."
+        )
+        table = self.metrics_markdown(result.plane)
+        return picture, pair, rows, table, truth_rows, errors, downloads, summary, result
+
+    def metrics_markdown(self, plane: str | None) -> str:
+        if not self.model_metrics:
+            return "This model ships no metrics.json: no validated scores to show."
+        split, summary = self.model_metrics
+        parts = [
+            f"Scores of the loaded model on its **{split}** cases (real vertebral bodies, **simulated** hemangiomas); "
+            + (f"this image's plane, **{plane}**, in bold." if plane else "choose the plane to mark its row.")
+        ]
+        for label, by_plane in summary.items():
+            parts += [f"**{label}**", markdown_table(by_plane, mark=plane)]
+        return "\n\n".join(parts)
+
+    def segment_volume(self, file: str | None, plane: str = "axial"):
+        """Every slice of a NIfTI volume along ``plane``: lesion volume in mL and the 3D masks as NIfTI."""
+        upload = open_upload(file)
+        if not isinstance(upload, Volume):
+            raise gr.Error("Whole-volume segmentation needs a 3D NIfTI volume.")
+        plane = "axial" if plane == "auto" else plane
+        axis = PLANE_AXIS[plane]
+        slices = [cut(upload.image, plane, i) for i in range(upload.image.shape[axis])]
+        probs = self.segmenter.probabilities(slices)
+        out = Path(tempfile.mkdtemp(prefix="hemseg-volume-"))
+        lines = []
+        files = []
+        voxel_ml = float(np.prod(upload.spacing)) / 1000
+        for c, label in enumerate(self.segmenter.labels):
+            stack = np.stack([p[c] >= self.segmenter.model.threshold for p in probs])  # (n, rows, cols)
+            # Undo cut(): rows/cols were transposed and flipped; put the slice axis back in place.
+            volume = np.moveaxis(stack[:, ::-1, ::-1].transpose(0, 2, 1), 0, axis).astype(np.uint8)
+            path = out / f"{upload.path.name.split('.')[0]}_{label}.nii.gz"
+            nib.save(nib.Nifti1Image(volume, upload.affine), path)
+            files.append(str(path))
+            lines.append(f"- {label}: {volume.sum() * voxel_ml:.2f} mL ({int(volume.sum())} voxels)")
+        return "Whole volume, " + plane + " slices:\n" + "\n".join(lines), files
+
+
+def model_metrics(segmenter: Segmenter) -> tuple[str, dict] | None:
+    """(split, summary) from the model's metrics.json: the bundled folder, a local folder or the Hub."""
+    source = BUNDLED_MODEL if segmenter.source == "bundled" else Path(segmenter.source)
+    try:
+        if source.is_dir():
+            path = source / "metrics.json"
+        else:
+            repo, revision = parse_model_spec(segmenter.source)
+            path = Path(hf_hub_download(repo, "metrics.json", revision=revision))
+        metrics = json.loads(path.read_text())
+    except (*LOAD_ERRORS, FileNotFoundError, json.JSONDecodeError):
+        return None
+    split = "test" if "test" in metrics else "val"
+    if split not in metrics:
+        return None
+    summary = {
+        label: {plane: {k: (np.nan if v is None else v) for k, v in values.items()} for plane, values in by.items()}
+        for label, by in metrics[split].items()
+    }
+    return split, summary
+
+
+def truth_metrics(truth: str | None, prediction: Prediction, pixels: np.ndarray):
+    """This image's metrics against an uploaded ground-truth mask of the hemangioma, and an error map."""
+    if not truth:
+        return [], None
+    try:
+        mask = np.asarray(read_slice(truth).pixels) > 0
+    except (ValueError, FileNotFoundError) as err:
+        raise gr.Error(f"The ground-truth mask could not be read: {err}") from err
+    if mask.shape != pixels.shape:
+        raise gr.Error(
+            f"The ground-truth mask is {mask.shape[1]} x {mask.shape[0]} pixels but the image is "
+            f"{pixels.shape[1]} x {pixels.shape[0]}: they must have the same size."
+        )
+    pred = prediction.masks[LESION]
+    scores = slice_metrics(pred, mask, prediction.spacing or (1.0, 1.0))
+    rows = [[key, None if np.isnan(scores[key]) else round(float(scores[key]), 4)] for key in METRIC_KEYS]
+    background = np.repeat(to_display(pixels)[..., None], 3, axis=-1).astype(np.float32)
+    colours = error_map(pred, mask).astype(np.float32)
+    marked = (pred | mask)[..., None]
+    return rows, np.where(marked, 0.35 * background + 0.65 * colours, background).astype(np.uint8)
+
+
+def write_downloads(result: Result, prediction: Prediction, rows: list[list[object]]) -> list[str]:
+    out = Path(tempfile.mkdtemp(prefix="hemseg-"))
+    files = []
+    for label, mask in prediction.masks.items():
+        path = out / f"{result.name}_{label}.png"
+        Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+        files.append(str(path))
+    table = out / f"{result.name}_lesions.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(LESION_COLUMNS)
+        writer.writerows(rows)
+    files.append(str(table))
+    return files
+
+
+def legend_markdown(labels: list[str]) -> str:
+    swatches = [
+        f'<span style="color: rgb{label_colour(label, i)}">■</span> {label.replace("_", " ")}'
+        for i, label in enumerate(labels)
+    ]
+    return "Legend: " + " &nbsp; ".join(swatches)
+
+
+def build_app(segmenter: Segmenter | None = None) -> gr.Blocks:
+    app = App(segmenter or Segmenter.load())
+    examples = sorted(str(p) for p in (Path(__file__).parents[1] / "examples").glob("*.png") if p.stem.count("_") == 3)
+    source = app.segmenter.source
+    with gr.Blocks(title="hemseg", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# hemseg: spine hemangioma segmentation in MRI")
+        gr.Markdown(NOTICE)
+        gr.Markdown(
+            f"Model: **{source}**"
+            + (" (shipped with hemseg)" if source == "bundled" else "")
+            + ". Its scores below come from real vertebral-body masks and simulated hemangiomas."
+        )
+        state = gr.State()
+        with gr.Row():
+            with gr.Column(scale=1):
+                file = gr.File(label="MRI slice or volume (PNG, JPEG, TIFF, DICOM, NIfTI)", type="filepath")
+                plane = gr.Radio(["auto", *PLANES], value="auto", label="Plane (auto: from DICOM/NIfTI geometry)")
+                slice_index = gr.Slider(-1, 512, value=-1, step=1, label="Volume slice (-1: middle)")
+                truth = gr.File(label="Optional ground-truth hemangioma mask (same size)", type="filepath")
+                run = gr.Button("Segment", variant="primary")
+                volume_button = gr.Button("Segment the whole volume (NIfTI)")
+            with gr.Column(scale=2):
+                summary = gr.Markdown()
+                picture = gr.Image(label="Overlay", type="numpy", interactive=False)
+                gr.Markdown(legend_markdown(app.segmenter.labels))
+                with gr.Row():
+                    threshold = gr.Slider(0.05, 0.95, value=app.segmenter.model.threshold, step=0.05, label="Threshold")
+                    opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Opacity")
+                    outline = gr.Checkbox(value=False, label="Outline only")
+                pair = gr.ImageSlider(label="Before / after", type="numpy")
+        lesions = gr.Dataframe(headers=LESION_COLUMNS, label="Lesions", interactive=False)
+        with gr.Row():
+            truth_table = gr.Dataframe(headers=["metric", "value"], label="This image vs. its ground truth")
+            errors = gr.Image(label="Error map: true positive green, false positive red, missed blue", type="numpy")
+        downloads = gr.File(label="Downloads: masks (PNG) and lesion table (CSV)", file_count="multiple")
+        model_table = gr.Markdown(app.metrics_markdown(None))
+        volume_summary = gr.Markdown()
+        volume_files = gr.File(label="3D masks (NIfTI)", file_count="multiple")
+
+        outputs = [picture, pair, lesions, model_table, truth_table, errors, downloads, summary, state]
+        inputs = [file, plane, slice_index, threshold, opacity, outline, truth]
+        run.click(app.segment, inputs, outputs, api_name="segment")
+        redraw_inputs = [state, threshold, opacity, outline, truth]
+        threshold.release(_redraw(app), redraw_inputs, outputs, api_name=False)
+        opacity.release(_redraw(app), redraw_inputs, outputs, api_name=False)
+        outline.change(_redraw(app), redraw_inputs, outputs, api_name=False)
+        volume_button.click(
+            app.segment_volume, [file, plane], [volume_summary, volume_files], api_name="segment_volume"
+        )
+        if examples:
+            gr.Examples(
+                examples=[[e] for e in examples],
+                inputs=[file],
+                outputs=outputs,
+                fn=app.segment,
+                run_on_click=True,
+                cache_examples=False,
+                label="Examples (simulated lesions)",
+            )
+    return demo
+
+
+def _redraw(app: App):
+    def redraw(result: Result | None, threshold, opacity, outline, truth):
+        if result is None:
+            raise gr.Error("Segment an image first.")
+        return app.render(result, threshold, opacity, outline, truth)
+
+    return redraw

@@ -1,0 +1,139 @@
+"""The app as users and programs meet it: `python app.py` served on localhost, driven by gradio_client."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import REPO, synthetic_ras
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+EXAMPLES = REPO / "examples"
+EXAMPLE = EXAMPLES / "vb2_07_sagittal_042.png"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained_model):
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HEMSEG_MODEL": str(trained_model), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited: {process.stdout.read()}")
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("app.py did not start within 120 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+def segment(client, path, **kwargs):
+    return client.predict(handle_file(str(path)), api_name="/segment", **kwargs)
+
+
+def test_segments_an_example_and_returns_everything(client):
+    picture, pair, lesions, model_table, truth_table, errors, downloads, summary = segment(client, EXAMPLE)
+    size = Image.open(EXAMPLE).size
+    assert Image.open(picture).size == size
+    assert len(pair) == 2
+    assert lesions["headers"][:3] == ["lesion", "area", "largest diameter"]
+    assert "simulated" in model_table and "| **" not in model_table  # a PNG has no plane: no row marked
+    names = sorted(os.path.basename(f) for f in downloads)
+    assert names == sorted(
+        [
+            "vb2_07_sagittal_042_vertebral_body.png",
+            "vb2_07_sagittal_042_hemangioma.png",
+            "vb2_07_sagittal_042_lesions.csv",
+        ]
+    )
+    assert all(Image.open(f).size == size for f in downloads if f.endswith(".png"))
+    assert "vb2_07_sagittal_042" in summary and "px²" in summary
+    assert errors is None and truth_table["data"] in ([], [[None, None]], [["", ""]])
+
+
+def test_chosen_plane_marks_its_row_in_the_model_table(client):
+    model_table = segment(client, EXAMPLE, plane="sagittal")[3]
+    assert "| **sagittal** |" in model_table
+
+
+def test_ground_truth_gives_this_images_metrics(client):
+    truth = EXAMPLES / "vb2_07_sagittal_042_hemangioma.png"
+    result = segment(client, EXAMPLE, truth=handle_file(str(truth)))
+    rows = {row[0]: row[1] for row in result[4]["data"]}
+    assert set(rows) == {"dice", "iou", "precision", "recall", "accuracy", "ssim", "hd95"}
+    assert 0 <= rows["accuracy"] <= 1
+    assert Image.open(result[5]).size == Image.open(EXAMPLE).size
+
+
+def test_sixteen_bit_png_keeps_its_range(client, tmp_path):
+    image = (np.asarray(Image.open(EXAMPLE), dtype=np.uint16) * 200).astype(np.uint16)
+    Image.fromarray(image).save(tmp_path / "deep.png")
+    picture = segment(client, tmp_path / "deep.png")[0]
+    assert Image.open(picture).size == Image.open(EXAMPLE).size
+
+
+def test_nifti_volume_slice_and_whole_volume(client, tmp_path):
+    image, _ = synthetic_ras()
+    nib.save(nib.Nifti1Image(image, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "vol.nii.gz")
+    result = segment(client, tmp_path / "vol.nii.gz", plane="axial", slice_index=10)
+    assert Image.open(result[0]).size == (40, 48)  # axial: columns left-right, rows anterior-posterior
+    assert "mm²" in result[7] and "axial" in result[7]
+    text, files = client.predict(handle_file(str(tmp_path / "vol.nii.gz")), "axial", api_name="/segment_volume")
+    assert "mL" in text and len(files) == 2
+    assert all(nib.load(f).shape == image.shape for f in files)
+
+
+def bad(client, path, **kwargs) -> str:
+    with pytest.raises(AppError) as err:
+        segment(client, path, **kwargs)
+    return str(err.value)
+
+
+def test_bad_inputs_get_plain_messages_and_the_app_keeps_serving(client, tmp_path):
+    (tmp_path / "notes.txt").write_text("this is not an image")
+    assert "not an image" in bad(client, tmp_path / "notes.txt")
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert "empty" in bad(client, tmp_path / "empty.png")
+    (tmp_path / "cut.png").write_bytes(EXAMPLE.read_bytes()[:200])
+    assert "could not be read" in bad(client, tmp_path / "cut.png")
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00" * 20)
+    assert "DICOM" in bad(client, tmp_path / "broken.dcm")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 3), np.float32), np.eye(4)), tmp_path / "series.nii.gz")
+    assert "4D" in bad(client, tmp_path / "series.nii.gz")
+    Image.new("1", (20_000, 20_000)).save(tmp_path / "huge.png")
+    assert "too large" in bad(client, tmp_path / "huge.png")
+    nan = np.full((64, 64), np.nan, dtype=np.float32)
+    Image.fromarray(nan, mode="F").save(tmp_path / "nan.tif")
+    assert "NaN" in bad(client, tmp_path / "nan.tif")
+    small_truth = tmp_path / "small_truth.png"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(small_truth)
+    assert "same size" in bad(client, EXAMPLE, truth=handle_file(str(small_truth)))
+    assert Image.open(segment(client, EXAMPLE)[0]).size == Image.open(EXAMPLE).size  # still serving
