@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 # The Hub cannot be reached from CI: every Hub path is exercised offline. Set before any Hub library loads.
@@ -144,3 +149,38 @@ def trained_model(tiny_slices, tmp_path_factory) -> Path:
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAINING = ["--base-channels", "4", "--depth", "3", "--batch-size", "8", "--lr", "3e-3"]
+
+EXAMPLES = REPO / "examples"
+EXAMPLE = EXAMPLES / "vb2_07_sagittal_042.png"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(trained_model):
+    """`python app.py` on a free localhost port, serving the tiny trained model."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HEMSEG_MODEL": str(trained_model), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited: {process.stdout.read()}")
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("app.py did not start within 120 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)

@@ -1,53 +1,14 @@
 """The app as users and programs meet it: `python app.py` served on localhost, driven by gradio_client."""
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import REPO, synthetic_ras
+from conftest import EXAMPLE, EXAMPLES, synthetic_ras
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-
-EXAMPLES = REPO / "examples"
-EXAMPLE = EXAMPLES / "vb2_07_sagittal_042.png"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(trained_model):
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HEMSEG_MODEL": str(trained_model), "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"app.py exited: {process.stdout.read()}")
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("app.py did not start within 120 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
