@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     set_seed(args.seed)
     accelerator.print(
         f"training on {accelerator.num_processes} process(es), device {accelerator.device}, "
-        f"{accelerator.distributed_type}, mixed precision {accelerator.mixed_precision}"
+        f"{accelerator.distributed_type.value}, mixed precision {accelerator.mixed_precision}"
     )
     labels = args.labels.split(",")
     dataset = load(args.data)

@@ -91,7 +91,7 @@ def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
         ),
         env={"ACCELERATE_USE_CPU": "true"},
     )
-    assert "training on 2 process(es), device cpu, MULTI_CPU" in result.stdout
+    assert "training on 2 process(es)" in result.stdout and "MULTI_CPU" in result.stdout
     assert {p.name for p in out.iterdir()} >= EXPECTED_FILES
     logged = read_log(out)[-1]
     # The same weights validated in this single process give the numbers the two processes logged.
