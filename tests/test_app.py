@@ -10,6 +10,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from hemseg.volumes import cut
+
 
 @pytest.fixture(scope="module")
 def client(server):
@@ -70,6 +72,10 @@ def test_nifti_volume_slice_and_whole_volume(client, tmp_path):
     text, files = client.predict(handle_file(str(tmp_path / "vol.nii.gz")), "axial", api_name="/segment_volume")
     assert "mL" in text and len(files) == 2
     assert all(nib.load(f).shape == image.shape for f in files)
+    # The 3D mask, cut where the single slice was, is that slice's mask.
+    volume_mask = np.asarray(nib.load(next(f for f in files if "hemangioma" in f)).dataobj)
+    slice_mask = np.asarray(Image.open(next(f for f in result[6] if f.endswith("_hemangioma.png")))) > 0
+    assert np.array_equal(cut(volume_mask, "axial", 10) > 0, slice_mask)
 
 
 def bad(client, path, **kwargs) -> str:
