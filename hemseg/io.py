@@ -27,6 +27,7 @@ class Slice:
     spacing: tuple[float, float] | None = None  # (row, column) mm
     plane: str | None = None
     name: str = "image"
+    window: tuple[float, float] | None = None  # (low, high) display window from the file, e.g. DICOM VOI
 
 
 def plane_from_normal(normal: np.ndarray) -> str:
@@ -76,22 +77,43 @@ def _read_picture(path: Path) -> Slice:
 def _read_dicom(path: Path) -> Slice:
     try:
         ds = pydicom.dcmread(path)
+    except (*DICOM_ERRORS, OSError) as err:
+        raise ValueError(f"{path.name}: not a readable DICOM file ({err})") from err
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    try:
         pixels = apply_rescale(ds.pixel_array, ds).astype(np.float32)
     except (*DICOM_ERRORS, OSError) as err:
-        raise ValueError(
-            f"{path.name}: could not be read as a DICOM image ({err}). Compressed DICOM needs a decoder; "
-            "export it uncompressed or as PNG"
-        ) from err
+        if syntax is not None and syntax.is_compressed:
+            raise ValueError(
+                f"{path.name}: the DICOM image is compressed ({syntax.name}) and hemseg has no decoder for it; "
+                "export it uncompressed or as PNG"
+            ) from err
+        raise ValueError(f"{path.name}: the DICOM file holds no readable image ({err})") from err
     if pixels.ndim != 2:
         raise ValueError(f"{path.name}: a multi-frame DICOM ({pixels.shape}); export one frame")
+    window = _voi_window(ds)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":  # white is low: flip to the usual look
-        pixels = pixels.max() - pixels
+        top = float(pixels.max())
+        pixels = top - pixels
+        window = (top - window[1], top - window[0]) if window else None
     spacing = tuple(float(v) for v in ds.PixelSpacing) if "PixelSpacing" in ds else None
     plane = None
     if "ImageOrientationPatient" in ds:
         orientation = np.array(ds.ImageOrientationPatient, dtype=float)
         plane = plane_from_normal(np.cross(orientation[:3], orientation[3:]))
-    return Slice(pixels, spacing, plane, path.stem)
+    return Slice(pixels, spacing, plane, path.stem, window)
+
+
+def _voi_window(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """The file's first display window (WindowCenter/WindowWidth) as (low, high), if it has one."""
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+
+    def first(value) -> float:
+        return float(value[0] if isinstance(value, pydicom.multival.MultiValue) else value)
+
+    center, width = first(ds.WindowCenter), first(ds.WindowWidth)
+    return (center - width / 2, center + width / 2) if width > 0 else None
 
 
 def _read_nifti_slice(path: Path) -> Slice:

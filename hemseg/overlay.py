@@ -14,13 +14,13 @@ def label_colour(label: str, position: int = 0) -> tuple[int, int, int]:
     return LABEL_COLOURS.get(label, FALLBACK_COLOURS[position % len(FALLBACK_COLOURS)])
 
 
-def to_display(image: np.ndarray) -> np.ndarray:
-    """Any grayscale array as 8-bit for display, windowed to its 0.5-99.5 percentiles."""
+def to_display(image: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Any grayscale array as 8-bit for display: the given (low, high) window, else its 0.5-99.5 percentiles."""
     image = np.asarray(image, dtype=np.float32)
     finite = image[np.isfinite(image)]
     if finite.size == 0:
         return np.zeros(image.shape, dtype=np.uint8)
-    lo, hi = np.percentile(finite, (0.5, 99.5))
+    lo, hi = window or np.percentile(finite, (0.5, 99.5))
     scaled = (np.nan_to_num(image, nan=lo) - lo) / (hi - lo if hi > lo else 1.0)
     return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
 
@@ -30,9 +30,10 @@ def overlay(
     masks: dict[str, np.ndarray],
     opacity: float = 0.45,
     outline: bool = False,
+    window: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """RGB uint8 picture of ``image`` with each mask filled (or outlined) in its label's colour."""
-    rgb = np.repeat(to_display(image)[..., None], 3, axis=-1).astype(np.float32)
+    rgb = np.repeat(to_display(image, window)[..., None], 3, axis=-1).astype(np.float32)
     for position, (label, mask) in enumerate(masks.items()):
         mask = np.asarray(mask, dtype=bool)
         if outline:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -46,7 +46,7 @@ class Result:
     prediction: Prediction
     plane: str | None
     name: str
-    volume_masks: dict[str, np.ndarray] = field(default_factory=dict)
+    window: tuple[float, float] | None = None
 
 
 def open_upload(path: str | None) -> Slice | Volume:
@@ -110,8 +110,8 @@ def lesion_rows(prediction: Prediction) -> list[list[object]]:
 
 def draw(result: Result, threshold: float, opacity: float, outline: bool):
     prediction = result.prediction.with_threshold(threshold)
-    picture = overlay(result.pixels, prediction.masks, opacity=opacity, outline=outline)
-    before = np.repeat(to_display(result.pixels)[..., None], 3, axis=-1)
+    picture = overlay(result.pixels, prediction.masks, opacity=opacity, outline=outline, window=result.window)
+    before = np.repeat(to_display(result.pixels, result.window)[..., None], 3, axis=-1)
     return prediction, picture, (before, picture)
 
 
@@ -142,7 +142,7 @@ class App:
             prediction = self.segmenter.predict(upload)
         except ValueError as err:
             raise gr.Error(str(err)) from err
-        result = Result(np.asarray(upload.pixels), prediction, plane_used, upload.name)
+        result = Result(np.asarray(upload.pixels), prediction, plane_used, upload.name, upload.window)
         return self.render(result, threshold, opacity, outline, truth)
 
     def render(self, result: Result, threshold, opacity, outline, truth):
