@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from hemseg import __version__
+from hemseg.bench import add_bench_command
 from hemseg.compare import add_compare_command
 from hemseg.evaluate import add_evaluate_command
 from hemseg.predict import add_predict_command
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_command(subcommands)
     add_evaluate_command(subcommands)
     add_compare_command(subcommands)
+    add_bench_command(subcommands)
     return parser
 
 

@@ -1,0 +1,161 @@
+"""`python -m hemseg bench`: speed and memory of the paper's U-Net, the bundled model and faster variants.
+
+Each variant runs in a fresh process (so peak resident memory is its own) on the same machine, one after another:
+
+- parameters and GFLOP for one 128x128 slice (torch's FlopCounterMode; a multiply-add counts 2);
+- the plain fp32 eager forward pass alone on one preprocessed slice (median);
+- end-to-end latency for one slice through ``Segmenter.predict`` (read array -> preprocess -> model -> resize
+  back -> threshold), median and 95th percentile;
+- batch throughput: ``Segmenter.probabilities`` on 32 slices, slices/s;
+- training throughput: forward, backward and Adam step at batch 16, 128x128, samples/s (fp32 eager, or bf16
+  autocast with channels-last memory for the bf16 variants);
+- peak resident memory of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from hemseg.inference import BUNDLED_MODEL, Segmenter
+from hemseg.model import UNet, count_parameters
+from hemseg.speed import precision_context
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "vb2_07_sagittal_042.png"
+# name: (model, optimize, precision)
+VARIANTS = {
+    "paper U-Net, fp32 eager": ("paper", False, "fp32"),
+    "bundled, fp32 eager": ("bundled", False, "fp32"),
+    "bundled, BN folded + channels-last, fp32": ("bundled", True, "fp32"),
+    "bundled, BN folded + channels-last, bf16": ("bundled", True, "bf16"),
+    "paper U-Net, BN folded + channels-last, bf16": ("paper", True, "bf16"),
+}
+
+
+def timed(fn, repeats: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def training_throughput(model: UNet, device: torch.device, precision: str, steps: int) -> float:
+    model = model.train().to(device)
+    fast = precision == "bf16"
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.rand(16, 1, 128, 128, device=device)
+    y = (torch.rand(16, model.out_channels, 128, 128, device=device) > 0.9).float()
+    if fast:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        with precision_context(device, precision):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).float(), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return 16 / float(np.median(timed(step, steps, warmup=1)))
+
+
+def measure(name: str, device: torch.device, quick: bool) -> dict:
+    which, optimize, precision = VARIANTS[name]
+    model = UNet.from_pretrained(BUNDLED_MODEL) if which == "bundled" else UNet(1, 1, 64)
+    segmenter = Segmenter(model, which, device=device, precision=precision, optimize=optimize)
+    image = np.asarray(Image.open(EXAMPLE))
+    x = torch.rand(1, 1, 128, 128, device=device)
+    with FlopCounterMode(display=False) as counter:
+        model.eval()(x)
+    with torch.inference_mode():
+        forward = timed(lambda: model(x), 5 if quick else 20)
+        latency = timed(lambda: segmenter.predict(image), 10 if quick else 50)
+        batch = timed(lambda: segmenter.probabilities([image] * 32, batch_size=32), 2 if quick else 5, warmup=1)
+    train = training_throughput(model, device, precision, 2 if quick or which == "paper" else 10)
+    return {
+        "variant": name,
+        "parameters_M": count_parameters(model) / 1e6,
+        "gflop_per_slice": counter.get_total_flops() / 1e9,
+        "forward_ms": 1000 * float(np.median(forward)),
+        "latency_median_ms": 1000 * float(np.median(latency)),
+        "latency_p95_ms": 1000 * float(np.percentile(latency, 95)),
+        "batch32_slices_per_s": 32 / float(np.median(batch)),
+        "train_samples_per_s": train,
+        "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    head = (
+        "variant | parameters (M) | GFLOP/slice | fp32 eager forward alone (ms) | one slice end to end, "
+        "median / p95 (ms) | batch 32 (slices/s) | training (samples/s) | peak RSS (MiB)"
+    )
+    lines = [f"| {head} |", "|" + " --- |" * 8]
+    for r in results:
+        lines.append(
+            f"| {r['variant']} | {r['parameters_M']:.2f} | {r['gflop_per_slice']:.2f} | {r['forward_ms']:.1f} | "
+            f"{r['latency_median_ms']:.1f} / {r['latency_p95_ms']:.1f} | {r['batch32_slices_per_s']:.1f} | "
+            f"{r['train_samples_per_s']:.1f} | {r['peak_rss_MiB']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def add_bench_command(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser("bench", help="speed and memory of the paper's U-Net and the bundled model")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (for tests)")
+    parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)  # one, in this process
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.set_defaults(command=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    device = torch.device(args.device)
+    if args.variant:
+        print(json.dumps(measure(args.variant, device, args.quick)))
+        return 0
+    results = []
+    for name in VARIANTS:
+        command = [sys.executable, "-m", "hemseg", "bench", "--variant", name, "--device", args.device]
+        out = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    table = markdown(results)
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "unknown CPU",
+        )
+        if Path("/proc/cpuinfo").exists()
+        else "unknown"
+    )
+    print(
+        f"{device.type.upper()}: {torch.cuda.get_device_name() if device.type == 'cuda' else cpu}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}\n"
+    )
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
