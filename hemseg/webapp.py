@@ -74,7 +74,8 @@ def choose_slice(volume: Volume, plane: str, index: int) -> Slice:
     axis = PLANE_AXIS[plane]
     depth = volume.image.shape[axis]
     index = depth // 2 if index < 0 else min(index, depth - 1)
-    return Slice(cut(volume.image, plane, index), plane_spacing(volume.spacing, plane), plane, volume.path.stem)
+    name = volume.path.name.split(".")[0]
+    return Slice(cut(volume.image, plane, index), plane_spacing(volume.spacing, plane), plane, name)
 
 
 def lesion_rows(prediction: Prediction) -> list[list[object]]:
@@ -173,6 +174,19 @@ class App:
         for label, by_plane in summary.items():
             parts += [f"**{label}**", markdown_table(by_plane, mark=plane)]
         return "\n\n".join(parts)
+
+    def volume_slider(self, file: str | None, plane: str):
+        """The slice slider fitted to an uploaded volume's depth along the chosen plane; hidden otherwise."""
+        if not file or not file.lower().endswith(NIFTI_SUFFIXES):
+            return gr.update(visible=False)
+        try:
+            upload = open_upload(file)
+        except gr.Error:
+            return gr.update(visible=False)  # segmenting will say what is wrong with the file
+        if not isinstance(upload, Volume):
+            return gr.update(visible=False)
+        depth = upload.image.shape[PLANE_AXIS["sagittal" if plane == "auto" else plane]]
+        return gr.update(visible=True, minimum=0, maximum=depth - 1, value=depth // 2, step=1)
 
     def segment_volume(self, file: str | None, plane: str = "axial"):
         """Every slice of a NIfTI volume along ``plane``: lesion volume in mL and the 3D masks as NIfTI."""
@@ -283,7 +297,7 @@ def build_app(segmenter: Segmenter | None = None) -> gr.Blocks:
             with gr.Column(scale=1):
                 file = gr.File(label="MRI slice or volume (PNG, JPEG, TIFF, DICOM, NIfTI)", type="filepath")
                 plane = gr.Radio(["auto", *PLANES], value="auto", label="Plane (auto: from DICOM/NIfTI geometry)")
-                slice_index = gr.Slider(-1, 512, value=-1, step=1, label="Volume slice (-1: middle)")
+                slice_index = gr.Slider(-1, 512, value=-1, step=1, label="Volume slice (-1: middle)", visible=False)
                 truth = gr.File(label="Optional ground-truth hemangioma mask (same size)", type="filepath")
                 run = gr.Button("Segment", variant="primary")
                 volume_button = gr.Button("Segment the whole volume (NIfTI)")
@@ -308,6 +322,9 @@ def build_app(segmenter: Segmenter | None = None) -> gr.Blocks:
         outputs = [picture, pair, lesions, model_table, truth_table, errors, downloads, summary, state]
         inputs = [file, plane, slice_index, threshold, opacity, outline, truth]
         run.click(app.segment, inputs, outputs, api_name="segment")
+        file.change(app.volume_slider, [file, plane], slice_index, api_name=False)
+        plane.change(app.volume_slider, [file, plane], slice_index, api_name=False)
+        slice_index.release(app.segment, inputs, outputs, api_name=False)  # slide through a volume
         redraw_inputs = [state, threshold, opacity, outline, truth]
         threshold.release(_redraw(app), redraw_inputs, outputs, api_name=False)
         opacity.release(_redraw(app), redraw_inputs, outputs, api_name=False)

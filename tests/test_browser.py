@@ -3,8 +3,10 @@
 import os
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
-from conftest import EXAMPLE, REPO
+from conftest import EXAMPLE, REPO, synthetic_ras
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
@@ -47,3 +49,15 @@ def test_upload_segment_and_see_the_results(page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
     assert (ARTIFACTS / "app.png").stat().st_size > 20_000
+
+
+def test_a_volume_upload_brings_the_slice_slider(page, tmp_path):
+    image, _ = synthetic_ras()
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "volume.nii.gz")
+    page.reload()
+    assert not page.get_by_text("Volume slice").is_visible()
+    page.locator("input[type=file]").first.set_input_files(str(tmp_path / "volume.nii.gz"))
+    page.get_by_text("Volume slice").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Segment", exact=True).click()
+    page.get_by_text("plane sagittal").wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "app-volume.png"), full_page=True)
