@@ -101,8 +101,10 @@ def write_report(records: list[dict], out: Path, title: str, note: str, dataset=
     for label, by_plane in summary.items():
         parts += [f"## {label}", "", markdown_table(by_plane), ""]
     parts.append(
-        "Dice is the mean over slices whose truth is not empty (dice_fg); HD95 in mm; accuracy is "
-        "dominated by background and never used to choose a model."
+        "Dice (mean) averages the slices whose truth is not empty. Pooled scores come from the pixel counts summed "
+        "over slices. SSIM, accuracy and HD95 (mm) are means over the slices where they are defined; HD95 is the "
+        "image diagonal when exactly one mask is empty. Accuracy is dominated by background and never used to "
+        "choose a model."
     )
     (out / "report.md").write_text("\n".join(parts) + "\n")
     (out / "metrics.json").write_text(json.dumps(json_ready(summary), indent=1))
@@ -134,12 +136,18 @@ def add_evaluate_command(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="slice folder, saved data set or Hub data set id")
     parser.add_argument("--out", required=True, help="folder for report.md, metrics.csv/json and figures")
     parser.add_argument("--split", default="test", help="which split to score; 'all' for every slice")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16 runs faster where the CPU has native bf16 (AMX); fp32 elsewhere",
+    )
     parser.add_argument("--tta", action="store_true", help="average with the mirrored prediction")
     parser.set_defaults(command=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    segmenter = Segmenter.load(args.model)
+    segmenter = Segmenter.load(args.model, precision=args.precision)
     dataset = load(args.data)
     split = None if args.split == "all" else args.split
     records = evaluate_dataset(segmenter, dataset, split, tta=args.tta)

@@ -70,13 +70,19 @@ def add_predict_command(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", default=None, help="local folder or Hub id[@revision]; default: HEMSEG_MODEL or bundled"
     )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16 runs faster where the CPU has native bf16 (AMX); fp32 elsewhere",
+    )
     parser.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
     parser.set_defaults(command=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> int:
     files = expand_inputs(args.inputs)
-    segmenter = Segmenter.load(args.model)
+    segmenter = Segmenter.load(args.model, precision=args.precision)
     table = predict_files(segmenter, files, Path(args.out), tta=args.tta)
     print(f"{len(files)} images segmented with {segmenter.source}; table: {table}")
     return 0
