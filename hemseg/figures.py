@@ -13,7 +13,7 @@ import numpy as np
 
 from hemseg.volumes import PLANES
 
-BAR_METRICS = ("dice_fg", "iou", "precision", "recall")
+BAR_METRICS = ("dice_fg", "pooled_dice", "pooled_iou", "pooled_precision", "pooled_recall")  # as in the tables
 ERROR_COLOURS = np.array([[0, 0, 0], [46, 204, 113], [231, 76, 60], [52, 152, 219]], dtype=np.uint8)  # TN TP FP FN
 
 
@@ -26,7 +26,7 @@ def plane_bars(summary: dict[str, dict[str, dict[str, float]]], out: Path) -> Pa
         for k, metric in enumerate(BAR_METRICS):
             values = [by_plane.get(g, {}).get(metric, math.nan) for g in groups]
             ax.bar(np.arange(len(groups)) + k * width, np.nan_to_num(values), width, label=metric)
-        ax.set_xticks(np.arange(len(groups)) + 0.3, groups)
+        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
         ax.set_ylim(0, 1)
         ax.set_title(label.replace("_", " "))
     axes[0][0].legend(fontsize=8, loc="lower left")

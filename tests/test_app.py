@@ -10,7 +10,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from hemseg.inference import Prediction
 from hemseg.volumes import cut
+from hemseg.webapp import lesion_rows
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,16 @@ def test_bad_inputs_get_plain_messages_and_the_app_keeps_serving(client, tmp_pat
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(small_truth)
     assert "same size" in bad(client, EXAMPLE, truth=handle_file(str(small_truth)))
     assert Image.open(segment(client, EXAMPLE)[0]).size == Image.open(EXAMPLE).size  # still serving
+
+
+def test_lesion_table_numbers_on_a_hand_built_prediction():
+    body = np.zeros((40, 40), np.float32)
+    body[10:20, 10:20] = 1  # a 10 x 10 vertebral body
+    lesion = np.zeros((40, 40), np.float32)
+    lesion[12:16, 12:16] = 1  # 4 x 4 inside it
+    lesion[30:32, 0:3] = 1  # 2 x 3 at the left border, outside any body
+    rows = lesion_rows(Prediction({"vertebral_body": body, "hemangioma": lesion}, 0.5, spacing=(0.5, 0.5)))
+    assert [row[0] for row in rows] == [1, 2]
+    assert rows[0][1] == "4.0 mm²" and rows[0][3] == "16 %" and rows[0][4] == ""
+    assert float(rows[0][2].split()[0]) == pytest.approx(np.hypot(2.0, 2.0), abs=0.75)
+    assert rows[1][1] == "1.5 mm²" and rows[1][3] == "n/a" and "border" in rows[1][4]
