@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,8 @@ NOTICE = (
 )
 LESION = "hemangioma"
 BODY = "vertebral_body"
+SCRATCH = Path(tempfile.gettempdir()) / "hemseg-app"  # this app's own result files, before Gradio caches them
+MAX_AGE_S = 3600
 LESION_COLUMNS = ["lesion", "area", "largest diameter", "share of its vertebral body", "warning"]
 METRIC_KEYS = ("dice", "iou", "precision", "recall", "accuracy", "ssim", "hd95")
 
@@ -197,7 +201,7 @@ class App:
         axis = PLANE_AXIS[plane]
         slices = [cut(upload.image, plane, i) for i in range(upload.image.shape[axis])]
         probs = self.segmenter.probabilities(slices)
-        out = Path(tempfile.mkdtemp(prefix="hemseg-volume-"))
+        out = scratch_dir()
         lines = []
         files = []
         voxel_ml = float(np.prod(upload.spacing)) / 1000
@@ -256,8 +260,21 @@ def truth_metrics(truth: str | None, prediction: Prediction, pixels: np.ndarray)
     return rows, np.where(marked, 0.35 * background + 0.65 * colours, background).astype(np.uint8)
 
 
+def scratch_dir() -> Path:
+    """A new folder for one request's files; folders older than an hour are deleted on the way.
+
+    Gradio deletes its own cached copies (``delete_cache``); these are the originals it copied from.
+    """
+    SCRATCH.mkdir(exist_ok=True)
+    now = time.time()
+    for old in SCRATCH.iterdir():
+        if now - old.stat().st_mtime > MAX_AGE_S:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=SCRATCH))
+
+
 def write_downloads(result: Result, prediction: Prediction, rows: list[list[object]]) -> list[str]:
-    out = Path(tempfile.mkdtemp(prefix="hemseg-"))
+    out = scratch_dir()
     files = []
     for label, mask in prediction.masks.items():
         path = out / f"{result.name}_{label}.png"

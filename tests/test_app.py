@@ -1,6 +1,7 @@
 """The app as users and programs meet it: `python app.py` served on localhost, driven by gradio_client."""
 
 import os
+import time
 
 import nibabel as nib
 import numpy as np
@@ -10,6 +11,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from hemseg import webapp
 from hemseg.inference import Prediction
 from hemseg.volumes import cut
 from hemseg.webapp import lesion_rows
@@ -119,3 +121,14 @@ def test_lesion_table_numbers_on_a_hand_built_prediction():
     assert rows[0][1] == "4.0 mm²" and rows[0][3] == "16 %" and rows[0][4] == ""
     assert float(rows[0][2].split()[0]) == pytest.approx(np.hypot(2.0, 2.0), abs=0.75)
     assert rows[1][1] == "1.5 mm²" and rows[1][3] == "n/a" and "border" in rows[1][4]
+
+
+def test_result_files_older_than_an_hour_are_deleted(tmp_path, monkeypatch):
+    monkeypatch.setattr(webapp, "SCRATCH", tmp_path / "scratch")
+    old = webapp.scratch_dir()
+    (old / "mask.png").write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    recent = webapp.scratch_dir()
+    new = webapp.scratch_dir()
+    assert not old.exists() and recent.exists() and new.exists()
