@@ -12,7 +12,7 @@ import datasets
 from tqdm.auto import tqdm
 
 from hemseg.data import label_names, load
-from hemseg.inference import Segmenter
+from hemseg.inference import Segmenter, add_model_options
 from hemseg.metrics import json_ready, slice_metrics, summarize
 from hemseg.volumes import PLANES
 
@@ -130,19 +130,10 @@ def write_report(records: list[dict], out: Path, title: str, note: str, dataset=
 
 def add_evaluate_command(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser("evaluate", help="metrics of a model on a data set, per label and plane")
-    parser.add_argument(
-        "--model", default=None, help="local folder or Hub id[@revision]; default: HEMSEG_MODEL or bundled"
-    )
     parser.add_argument("--data", required=True, help="slice folder, saved data set or Hub data set id")
     parser.add_argument("--out", required=True, help="folder for report.md, metrics.csv/json and figures")
     parser.add_argument("--split", default="test", help="which split to score; 'all' for every slice")
-    parser.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="bf16 runs faster where the CPU has native bf16 (AMX); fp32 elsewhere",
-    )
-    parser.add_argument("--tta", action="store_true", help="average with the mirrored prediction")
+    add_model_options(parser)
     parser.set_defaults(command=run_evaluate)
 
 

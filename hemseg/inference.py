@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from dataclasses import dataclass
@@ -51,6 +52,20 @@ class Prediction:
     def with_threshold(self, threshold: float) -> Prediction:
         """The same probabilities cut at another threshold, without running the model again."""
         return Prediction(self.probabilities, threshold, self.spacing)
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --precision and --tta, shared by the commands that run a model."""
+    parser.add_argument(
+        "--model", help="local folder or Hub id[@revision]; default: HEMSEG_MODEL, else the bundled model"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16 runs faster where the CPU has native bf16 (AMX); fp32 elsewhere",
+    )
+    parser.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
 
 
 def parse_model_spec(spec: str) -> tuple[str, str | None]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hemseg.inference import Segmenter
+from hemseg.inference import Segmenter, add_model_options
 from hemseg.io import IMAGE_SUFFIXES, read_slice
 from hemseg.overlay import overlay
 from hemseg.volumes import NIFTI_SUFFIXES
@@ -67,16 +67,7 @@ def add_predict_command(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser("predict", help="segment image files: masks, overlays and areas")
     parser.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
     parser.add_argument("--out", required=True, help="folder for masks, overlays and predictions.csv")
-    parser.add_argument(
-        "--model", default=None, help="local folder or Hub id[@revision]; default: HEMSEG_MODEL or bundled"
-    )
-    parser.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="bf16 runs faster where the CPU has native bf16 (AMX); fp32 elsewhere",
-    )
-    parser.add_argument("--tta", action="store_true", help="average with the left-right mirrored prediction")
+    add_model_options(parser)
     parser.set_defaults(command=run_predict)
 
 
