@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--loss", choices=["bce", "bce+dice"], default="bce")
     parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last memory (faster with bf16 / AMX)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume-from-checkpoint", help="a checkpoint folder, or 'latest'")
     parser.add_argument("--init-from", help="start from this model's weights (folder or Hub id); same architecture")
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         optimizer, mode="max", factor=0.5, patience=args.patience // 2
     )
     state = TrainingState()
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     # The plateau scheduler steps once per epoch on a gathered score, so it is checkpointed but not prepared.
     accelerator.register_for_checkpointing(scheduler, state)
@@ -178,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         model.train()
         train_losses, train_counts, train_planes = [], [], []
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not accelerator.is_local_main_process)
-        for (idx,) in bar:
+        for step, (idx,) in enumerate(bar):
             images, masks = data.images[idx].float(), data.masks[idx].float()
             if args.augment:
                 images, masks = augment(images, masks, generator)
-            logits = model(images)
+            logits = model(images.contiguous(memory_format=memory_format))
             loss = loss_fn(logits, masks)
             accelerator.backward(loss)
             optimizer.step()
@@ -193,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             train_losses.append(gathered[0])
             train_counts.append(gathered[1])
             train_planes.append(gathered[2])
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if step % 50 == 0:  # .item() waits for the device: not on every step
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
 
         val_loss, val_counts, val_planes = validate(model, val_loader, data, loss_fn, accelerator)
         row = {

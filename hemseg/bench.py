@@ -8,7 +8,7 @@ Each variant runs in a fresh process (so peak resident memory is its own) on the
   back -> threshold), median and 95th percentile;
 - batch throughput: ``Segmenter.probabilities`` on 32 slices, slices/s;
 - training throughput: forward, backward and Adam step at batch 16, 128x128, samples/s (fp32 eager, or bf16
-  autocast with channels-last memory for the bf16 variants);
+  autocast with channels-last memory for the bf16 variants, compiled with torch.compile where named);
 - peak resident memory of the process.
 """
 
@@ -32,13 +32,14 @@ from hemseg.model import UNet, count_parameters
 from hemseg.speed import precision_context
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "vb2_07_sagittal_042.png"
-# name: (model, optimize, precision)
+# name: (model, optimize, precision, compile the training step)
 VARIANTS = {
-    "paper U-Net, fp32 eager": ("paper", False, "fp32"),
-    "bundled, fp32 eager": ("bundled", False, "fp32"),
-    "bundled, BN folded + channels-last, fp32": ("bundled", True, "fp32"),
-    "bundled, BN folded + channels-last, bf16": ("bundled", True, "bf16"),
-    "paper U-Net, BN folded + channels-last, bf16": ("paper", True, "bf16"),
+    "paper U-Net, fp32 eager": ("paper", False, "fp32", False),
+    "bundled, fp32 eager": ("bundled", False, "fp32", False),
+    "bundled, BN folded + channels-last, fp32": ("bundled", True, "fp32", False),
+    "bundled, BN folded + channels-last, bf16": ("bundled", True, "bf16", False),
+    "bundled, bf16 + channels-last, training compiled": ("bundled", True, "bf16", True),
+    "paper U-Net, BN folded + channels-last, bf16": ("paper", True, "bf16", False),
 }
 
 
@@ -53,11 +54,13 @@ def timed(fn, repeats: int, warmup: int = 2) -> list[float]:
     return times
 
 
-def training_throughput(model: UNet, device: torch.device, precision: str, steps: int) -> float:
+def training_throughput(model: UNet, device: torch.device, precision: str, steps: int, compiled: bool) -> float:
     model = model.train().to(device)
     fast = precision == "bf16"
     if fast:
         model = model.to(memory_format=torch.channels_last)
+    if compiled:  # what `accelerate launch --dynamo_backend inductor` does to the model
+        model = torch.compile(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.rand(16, 1, 128, 128, device=device)
     y = (torch.rand(16, model.out_channels, 128, 128, device=device) > 0.9).float()
@@ -73,11 +76,11 @@ def training_throughput(model: UNet, device: torch.device, precision: str, steps
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    return 16 / float(np.median(timed(step, steps, warmup=1)))
+    return 16 / float(np.median(timed(step, steps, warmup=2 if compiled else 1)))
 
 
 def measure(name: str, device: torch.device, quick: bool) -> dict:
-    which, optimize, precision = VARIANTS[name]
+    which, optimize, precision, compiled = VARIANTS[name]
     model = UNet.from_pretrained(BUNDLED_MODEL) if which == "bundled" else UNet(1, 1, 64)
     segmenter = Segmenter(model, which, device=device, precision=precision, optimize=optimize)
     image = np.asarray(Image.open(EXAMPLE))
@@ -88,7 +91,7 @@ def measure(name: str, device: torch.device, quick: bool) -> dict:
         forward = timed(lambda: model(x), 5 if quick else 20)
         latency = timed(lambda: segmenter.predict(image), 10 if quick else 50)
         batch = timed(lambda: segmenter.probabilities([image] * 32, batch_size=32), 2 if quick else 5, warmup=1)
-    train = training_throughput(model, device, precision, 2 if quick or which == "paper" else 10)
+    train = training_throughput(model, device, precision, 2 if quick or which == "paper" else 10, compiled)
     return {
         "variant": name,
         "parameters_M": count_parameters(model) / 1e6,
