@@ -160,6 +160,7 @@ def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, t
             "--init-from",
             str(trained_model),
             "--no-augment",
+            "--channels-last",
         ]
     )
     original, tuned = UNet.from_pretrained(trained_model), UNet.from_pretrained(out)
