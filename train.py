@@ -17,7 +17,6 @@ import json
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from hemseg.card import write_model_card
 from hemseg.data import label_names, load
 from hemseg.evaluate import evaluate_dataset, summarize_by_label, write_report
 from hemseg.figures import training_curves
+from hemseg.files import atomic_folder
 from hemseg.hub import push_folder
 from hemseg.inference import Segmenter, load_model
 from hemseg.metrics import confusion_counts, json_ready
@@ -241,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
 def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: TrainingState, device) -> None:
     """Evaluate the best weights and assemble the model folder; renamed into place only when complete."""
     segmenter = Segmenter(UNet.from_pretrained(work_dir / "best"), str(output_dir), device)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-    try:
+    with atomic_folder(output_dir) as tmp:
         shutil.copytree(work_dir / "best", tmp, dirs_exist_ok=True)
         shutil.copy(work_dir / "training_log.csv", tmp / "training_log.csv")
         training_curves(log, labels, tmp / "training_curves.png")
@@ -282,12 +281,6 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
             ),
             input_size=(args.image_size, args.image_size),
         )
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        tmp.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"model folder written: {output_dir}")
 
 

@@ -18,6 +18,7 @@ import datasets
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from hemseg.hub import is_path_not_hub_id
 from hemseg.volumes import PLANES
 
 REQUIRED_COLUMNS = ("file", "case", "plane", "index", "spacing_row", "spacing_col", "split")
@@ -109,14 +110,19 @@ def _slices(folder: str, labels: str, signature: str) -> Iterator[dict]:
         yield example
 
 
-def _signature(folder: Path, rows: list[dict[str, str]]) -> str:
+def _signature(folder: Path, rows: list[dict[str, str]], labels: list[str]) -> str:
+    """Digest of the manifest, dataset.json and the size and time of every listed file (missing ones included)."""
     digest = hashlib.sha256()
     for name in ("manifest.csv", "dataset.json"):
         digest.update((folder / name).read_bytes())
     for row in rows:
-        for path in folder.glob(row["file"].removesuffix(".png") + "*.png"):
-            stat = path.stat()
-            digest.update(f"{path.name}{stat.st_size}{stat.st_mtime_ns}".encode())
+        stem = row["file"].removesuffix(".png")
+        for name in (row["file"], *(f"{stem}_{label}.png" for label in labels)):
+            try:
+                stat = (folder / name).stat()
+                digest.update(f"{name}{stat.st_size}{stat.st_mtime_ns}".encode())
+            except FileNotFoundError:
+                digest.update(f"{name} missing".encode())  # the generator names it
     return digest.hexdigest()
 
 
@@ -124,7 +130,7 @@ def load_slice_folder(folder: str | Path) -> datasets.Dataset:
     """A slice folder as a memory-mapped Dataset; every image and mask is checked on the way in."""
     folder = Path(folder)
     labels = folder_labels(folder)
-    signature = _signature(folder, _rows(folder))
+    signature = _signature(folder, _rows(folder), labels)
     try:
         return datasets.Dataset.from_generator(
             _slices,
@@ -151,7 +157,7 @@ def load(source: str | Path) -> datasets.Dataset:
         raise ValueError(f"{path}: neither a slice folder (manifest.csv) nor a data set saved with save_to_disk")
     if path.exists():
         raise ValueError(f"{path}: a file; expected a slice folder, a saved data set folder or a Hub data set id")
-    if str(source).startswith((".", "/")) or str(source).count("/") > 1:
+    if is_path_not_hub_id(str(source)):
         raise FileNotFoundError(f"{source}: no such folder")
     try:
         return datasets.load_dataset(str(source), split="train")

@@ -9,6 +9,11 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 
+def is_path_not_hub_id(spec: str) -> bool:
+    """True for what cannot be a Hub id (``name`` or ``owner/name``): ``./x``, ``/x``, ``a/b/c``."""
+    return spec.startswith((".", "/")) or spec.count("/") > 1
+
+
 def push_folder(folder: Path, repo_id: str, private: bool = False, api: HfApi | None = None) -> int:
     """Upload ``folder`` as it is to the model repository ``repo_id``; 0 on success.
 

@@ -13,6 +13,7 @@ import torch
 from huggingface_hub.errors import HfHubHTTPError
 from scipy import ndimage
 
+from hemseg.hub import is_path_not_hub_id
 from hemseg.io import Slice, read_slice
 from hemseg.metrics import EIGHT
 from hemseg.model import UNet
@@ -79,7 +80,7 @@ def parse_model_spec(spec: str) -> tuple[str, str | None]:
 def load_model(spec: str | Path) -> UNet:
     """A UNet from a local folder or a Hub id (``id@revision``), through huggingface_hub's cache."""
     repo, revision = parse_model_spec(str(spec))
-    if not Path(repo).exists() and (repo.startswith((".", "/")) or repo.count("/") > 1):
+    if not Path(repo).exists() and is_path_not_hub_id(repo):
         raise FileNotFoundError(f"{spec}: no such model folder")
     try:
         return UNet.from_pretrained(repo, revision=revision)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
-from nibabel.filebasedimages import ImageFileError
 from PIL import Image, UnidentifiedImageError
 from pydicom.pixels import apply_rescale
 
-from hemseg.volumes import DICOM_ERRORS, NIFTI_SUFFIXES
+from hemseg.volumes import DICOM_ERRORS, NIFTI_SUFFIXES, READ_ERRORS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MAX_PIXELS = 8192 * 8192  # larger uploads are refused before decoding, not after filling the memory
@@ -120,7 +118,7 @@ def _read_nifti_slice(path: Path) -> Slice:
     try:
         image = nib.load(path)
         data = np.asanyarray(image.dataobj)
-    except (OSError, EOFError, zlib.error, ImageFileError, ValueError) as err:
+    except READ_ERRORS as err:
         raise ValueError(f"{path.name}: could not be read as NIfTI ({err})") from err
     data = np.squeeze(data)
     if data.ndim != 2:

@@ -11,8 +11,6 @@ import argparse
 import csv
 import json
 import os
-import shutil
-import tempfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -22,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from hemseg import __version__
+from hemseg.files import atomic_folder
 from hemseg.simulate import SIMULATOR_VERSION, SimulatorConfig, insert_hemangiomas
 from hemseg.volumes import PLANE_AXIS, PLANES, cut, find_volumes, plane_spacing, read_volume
 
@@ -182,9 +181,7 @@ def prepare(
             f"none found for: {', '.join(unlabeled)} (expected <case>_label.nii.gz beside it)"
         )
     splits = assign_splits([case for case, _, _ in found], sampling.split, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         jobs = [(case, image, label, tmp, splits[case], seed, simulator, sampling) for case, image, label in found]
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
@@ -213,12 +210,6 @@ def prepare(
             "cases": {case: record for (case, _, _), (_, record) in zip(found, results, strict=True)},
         }
         (tmp / "dataset.json").write_text(json.dumps(description, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -28,7 +28,7 @@ from hemseg.inference import BUNDLED_MODEL, LOAD_ERRORS, Prediction, Segmenter, 
 from hemseg.io import MAX_PIXELS, Slice, read_slice
 from hemseg.metrics import EIGHT, slice_metrics
 from hemseg.overlay import label_colour, overlay, to_display
-from hemseg.volumes import NIFTI_SUFFIXES, PLANE_AXIS, PLANES, Volume, cut, plane_spacing, read_volume
+from hemseg.volumes import NIFTI_SUFFIXES, PLANE_AXIS, PLANES, READ_ERRORS, Volume, cut, plane_spacing, read_volume
 
 NOTICE = (
     "**Research use only. Not a medical device; not for diagnosis.** The models were trained and scored on real "
@@ -65,12 +65,10 @@ def open_upload(path: str | None) -> Slice | Volume:
                     raise ValueError("a 4D NIfTI (a time series); export one 3D volume or one slice")
                 return read_volume(path)
         image = read_slice(path)
-    except (ValueError, FileNotFoundError, OSError) as err:
+    except READ_ERRORS as err:  # nib.load's own errors too, not only hemseg's ValueErrors
         raise gr.Error(str(err).replace(str(Path(path).parent) + "/", "")) from err
     if image.pixels.size > MAX_PIXELS:
         raise gr.Error(f"The image is too large ({image.pixels.shape}); at most {MAX_PIXELS:,} pixels.")
-    if not np.isfinite(np.asarray(image.pixels, dtype=np.float64)).all():
-        raise gr.Error("The image holds NaN or infinite values; export it again with valid pixels.")
     return image
 
 
@@ -200,7 +198,10 @@ class App:
         plane = "axial" if plane == "auto" else plane
         axis = PLANE_AXIS[plane]
         slices = [cut(upload.image, plane, i) for i in range(upload.image.shape[axis])]
-        probs = self.segmenter.probabilities(slices)
+        try:
+            probs = self.segmenter.probabilities(slices)
+        except ValueError as err:  # e.g. NaN voxels, refused by preprocess
+            raise gr.Error(str(err)) from err
         out = scratch_dir()
         lines = []
         files = []

@@ -123,32 +123,21 @@ def tiny_slices(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_model(tiny_slices, tmp_path_factory) -> Path:
     """A model folder from a one-epoch run of train.py (one process)."""
-    import subprocess
-    import sys
-
     out = tmp_path_factory.mktemp("runs") / "tiny"
     subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            *TINY_TRAINING,
-            "--epochs",
-            "1",
-            "--data",
-            str(tiny_slices),
-            "--output-dir",
-            str(out),
-        ],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
+        [sys.executable, "train.py", *one_epoch(tiny_slices, out)], cwd=REPO, check=True, capture_output=True, text=True
     )
     return out
 
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAINING = ["--base-channels", "4", "--depth", "3", "--batch-size", "8", "--lr", "3e-3"]
+
+
+def one_epoch(data: Path, out: Path) -> list[str]:
+    """train.py arguments for one epoch of the tiny network on ``data``, writing ``out``."""
+    return [*TINY_TRAINING, "--epochs", "1", "--data", str(data), "--output-dir", str(out)]
+
 
 EXAMPLES = REPO / "examples"
 EXAMPLE = EXAMPLES / "vb2_07_sagittal_042.png"

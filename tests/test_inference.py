@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY_TRAINING
+from conftest import REPO, one_epoch
 from huggingface_hub.errors import OfflineModeIsEnabled
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
@@ -197,13 +197,7 @@ def test_train_with_push_offline_keeps_the_model_and_exits_nonzero(tiny_slices, 
     result = run(
         [
             "train.py",
-            *TINY_TRAINING,
-            "--epochs",
-            "1",
-            "--data",
-            str(tiny_slices),
-            "--output-dir",
-            str(out),
+            *one_epoch(tiny_slices, out),
             "--push-to-hub",
             "--hub-model-id",
             "someone/tiny",

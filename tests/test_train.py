@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 from accelerate import Accelerator
-from conftest import REPO, TINY_TRAINING
+from conftest import REPO, TINY_TRAINING, one_epoch
 from huggingface_hub import ModelCard
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -75,7 +75,7 @@ def test_one_process_writes_a_complete_model_folder(trained_model, tiny_slices):
 def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
     out = tmp_path / "two"
     result = run_train(
-        [*TINY_TRAINING, "--epochs", "1", "--data", str(tiny_slices), "--output-dir", str(out)],
+        one_epoch(tiny_slices, out),
         launcher=(
             "accelerate",
             "launch",
@@ -148,15 +148,9 @@ def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, t
     out = tmp_path / "tuned"
     run_train(
         [
-            *TINY_TRAINING,
-            "--epochs",
-            "1",
+            *one_epoch(tiny_slices, out),
             "--lr",
             "0",
-            "--data",
-            str(tiny_slices),
-            "--output-dir",
-            str(out),
             "--init-from",
             str(trained_model),
             "--no-augment",
