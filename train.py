@@ -36,7 +36,7 @@ from hemseg.inference import Segmenter, load_model
 from hemseg.metrics import confusion_counts, json_ready
 from hemseg.model import UNet
 from hemseg.training import TrainingState, epoch_metrics, load_tensors, make_loss
-from hemseg.transforms import DEFAULT_PREPROCESSING, augment
+from hemseg.transforms import DEFAULT_PREPROCESSING, NO_AUGMENT, AugmentConfig, augment
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--labels", default="vertebral_body,hemangioma", help="comma-separated; one output each")
     parser.add_argument("--base-channels", type=int, default=64)
     parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=128, help="side of the square model grid")
+    parser.add_argument(
+        "--crop-size", type=int, help="train on windows of this side around the anatomy (default: whole grid)"
+    )
     parser.add_argument("--epochs", type=int, default=70)
     parser.add_argument("--patience", type=int, default=10, help="epochs without improvement before stopping")
     parser.add_argument("--batch-size", type=int, default=16, help="per process")
@@ -64,18 +67,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id")
+    step = 2**args.depth  # the U-Net's poolings halve a window that many times
+    if args.crop_size and not (step <= args.crop_size <= args.image_size and args.crop_size % step == 0):
+        parser.error(f"--crop-size must be a multiple of {step} between {step} and --image-size")
     return args
 
 
 @torch.no_grad()
 def validate(model, loader, data, loss_fn, accelerator) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Validation loss and per-slice counts, gathered from every process without duplicates."""
+    """Validation loss (the mean of each slice's loss) and per-slice counts, gathered from every process without
+    duplicates."""
     model.eval()
     losses, counts, planes = [], [], []
     for (idx,) in loader:
         images, masks = data.images[idx].float(), data.masks[idx].float()
         logits = model(images)
-        loss = loss_fn(logits, masks).expand(len(idx))
+        # One loss per slice, so the duplicates that pad the last batch of a process are dropped exactly.
+        loss = torch.stack([loss_fn(logits[i : i + 1], masks[i : i + 1]) for i in range(len(idx))])
         batch = accelerator.gather_for_metrics((loss, confusion_counts(logits > 0, masks), data.planes[idx]))
         losses.append(batch[0])
         counts.append(batch[1])
@@ -183,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not accelerator.is_local_main_process)
         for step, (idx,) in enumerate(bar):
             images, masks = data.images[idx].float(), data.masks[idx].float()
-            if args.augment:
-                images, masks = augment(images, masks, generator)
+            if args.augment or args.crop_size:
+                images, masks = augment(
+                    images, masks, generator, AugmentConfig() if args.augment else NO_AUGMENT, args.crop_size
+                )
             logits = model(images.contiguous(memory_format=memory_format))
             loss = loss_fn(logits, masks)
             accelerator.backward(loss)
@@ -263,19 +273,19 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
             labels=labels,
         )
         (tmp / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=1))
-        card_split = splits[-1]
         write_model_card(
             tmp,
             model_name=output_dir.name,
             labels=labels,
-            summary=metrics[card_split],
-            split=card_split,
+            summaries={split: metrics[split] for split in splits},
             dataset_name=Path(str(args.data)).name,
             data_note=data_note(args.data),
             command=command,
             training_note=(
                 f"UNet(base_channels={args.base_channels}, depth={args.depth}), Adam lr {args.lr}, loss {args.loss}, "
-                f"batch {args.batch_size} per process, augmentation {'on' if args.augment else 'off'}, seed "
+                f"batch {args.batch_size} per process"
+                + (f" of {args.crop_size}x{args.crop_size} windows" if args.crop_size else "")
+                + f", augmentation {'on' if args.augment else 'off'}, seed "
                 f"{args.seed}; best validation mean pooled Dice {state.best_score:.4f} at epoch {state.best_epoch} of "
                 f"{state.epoch}. Per-epoch log: training_log.csv; curves: training_curves.png."
             ),

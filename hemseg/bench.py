@@ -2,8 +2,11 @@
 
 Each variant runs in a fresh process (so peak resident memory is its own) on the same machine, one after another:
 
-- parameters and GFLOP for one 128x128 slice (torch's FlopCounterMode; a multiply-add counts 2);
-- the plain fp32 eager forward pass alone on one preprocessed slice (median);
+- parameters and GFLOP for one slice (torch's FlopCounterMode; a multiply-add counts 2) on the input the model
+  really gets: the paper's full 128x128 square for the paper U-Net, the part of its grid that holds the example
+  slice for the bundled model (``Segmenter.window``);
+- the plain fp32 eager forward pass alone on that input (median);
+  (the end-to-end and batch columns go through ``Segmenter``, which windows every model, the paper's too);
 - end-to-end latency for one slice through ``Segmenter.predict`` (read array -> preprocess -> model -> resize
   back -> threshold), median and 95th percentile;
 - batch throughput: ``Segmenter.probabilities`` on 32 slices, slices/s;
@@ -30,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from hemseg.inference import BUNDLED_MODEL, Segmenter
 from hemseg.model import UNet, count_parameters
 from hemseg.speed import precision_context
+from hemseg.transforms import preprocess
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "vb2_07_sagittal_042.png"
 # name: (model, optimize, precision, compile the training step)
@@ -84,7 +88,9 @@ def measure(name: str, device: torch.device, quick: bool) -> dict:
     model = UNet.from_pretrained(BUNDLED_MODEL) if which == "bundled" else UNet(1, 1, 64)
     segmenter = Segmenter(model, which, device=device, precision=precision, optimize=optimize)
     image = np.asarray(Image.open(EXAMPLE))
-    x = torch.rand(1, 1, 128, 128, device=device)
+    x = preprocess(image, model.preprocessing).to(device)  # the paper U-Net: its whole 128x128 square
+    if which == "bundled":
+        x = x[..., *segmenter.window(image.shape, tuple(x.shape[-2:]))]
     with FlopCounterMode(display=False) as counter:
         model.eval()(x)
     with torch.inference_mode():
@@ -95,6 +101,7 @@ def measure(name: str, device: torch.device, quick: bool) -> dict:
     return {
         "variant": name,
         "parameters_M": count_parameters(model) / 1e6,
+        "input": "x".join(map(str, x.shape[-2:])),
         "gflop_per_slice": counter.get_total_flops() / 1e9,
         "forward_ms": 1000 * float(np.median(forward)),
         "latency_median_ms": 1000 * float(np.median(latency)),
@@ -109,13 +116,14 @@ def measure(name: str, device: torch.device, quick: bool) -> dict:
 
 def markdown(results: list[dict]) -> str:
     head = (
-        "variant | parameters (M) | GFLOP/slice | fp32 eager forward alone (ms) | one slice end to end, "
-        "median / p95 (ms) | batch 32 (slices/s) | training (samples/s) | peak RSS (MiB)"
+        "variant | parameters (M) | model input (px) | GFLOP/slice | fp32 eager forward alone (ms) | one slice end "
+        "to end, median / p95 (ms) | batch 32 (slices/s) | training (samples/s) | peak RSS (MiB)"
     )
-    lines = [f"| {head} |", "|" + " --- |" * 8]
+    lines = [f"| {head} |", "|" + " --- |" * 9]
     for r in results:
         lines.append(
-            f"| {r['variant']} | {r['parameters_M']:.2f} | {r['gflop_per_slice']:.2f} | {r['forward_ms']:.1f} | "
+            f"| {r['variant']} | {r['parameters_M']:.2f} | {r['input']} | {r['gflop_per_slice']:.2f} | "
+            f"{r['forward_ms']:.1f} | "
             f"{r['latency_median_ms']:.1f} / {r['latency_p95_ms']:.1f} | {r['batch32_slices_per_s']:.1f} | "
             f"{r['train_samples_per_s']:.1f} | {r['peak_rss_MiB']:.0f} |"
         )

@@ -10,6 +10,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from hemseg.evaluate import markdown_table
 from hemseg.volumes import PLANES
 
+SPLIT_NAMES = {"val": "cases that chose the best epoch", "test": "cases never used for any choice"}
 CARD_METRICS = (
     ("dice_fg", "dice"),
     ("pooled_iou", "iou"),
@@ -46,8 +47,7 @@ def write_model_card(
     *,
     model_name: str,
     labels: list[str],
-    summary: dict,
-    split: str,
+    summaries: dict[str, dict],
     dataset_name: str,
     data_note: str,
     command: str,
@@ -55,16 +55,25 @@ def write_model_card(
     input_size: tuple[int, int] = (128, 128),
     extra_sections: str = "",
 ) -> Path:
-    """Write ``folder/README.md``: metadata, what trained the model, its scores, use and limits, how to load."""
+    """Write ``folder/README.md``: metadata, what trained the model, its scores, use and limits, how to load.
+
+    ``summaries`` maps each evaluated split ("val", "test") to ``summarize_by_label`` output; every split gets its
+    tables, and the last one (the held-out test cases) the ``model-index`` metadata.
+    """
+    split = list(summaries)[-1]
     data = ModelCardData(
         model_name=model_name,
         library_name="hemseg",
         license="mit",
         pipeline_tag="image-segmentation",
         tags=["medical-imaging", "mri", "spine", "hemangioma", "unet", "simulated-lesions"],
-        eval_results=eval_results(summary, split, dataset_name),
+        eval_results=eval_results(summaries[split], split, dataset_name),
     )
-    tables = "\n\n".join(f"### {label} ({split} split)\n\n{markdown_table(summary[label])}" for label in summary)
+    tables = "\n\n".join(
+        f"### {label} ({name} split: {SPLIT_NAMES.get(name, name)})\n\n{markdown_table(summary[label])}"
+        for name, summary in summaries.items()
+        for label in summary
+    )
     body = f"""
 # {model_name}
 
@@ -78,7 +87,7 @@ U-Net (hemseg, after the paper's architecture) that segments {", ".join(labels)}
 
 ## Scores
 
-Per label and plane, on the held-out {split} cases (split by patient), at each slice's own resolution. Dice (mean)
+Per label and plane, on cases held out from training (split by patient), at each slice's own resolution. Dice (mean)
 averages the slices whose truth is not empty; pooled scores sum the pixel counts of all slices; HD95 in mm.
 Vertebral-body scores are against **real** masks; hemangioma scores are against **simulated** lesions and are
 **not** comparable with the paper's Dice of 0.634 on real hemangiomas.
@@ -104,7 +113,8 @@ Made with:
   simulated lesions. Real hemangiomas, other sequences (e.g. STIR, contrast-enhanced T1), other scanners, the
   cervical and thoracic spine, children, fractures and metastases were not seen; expect lower accuracy there.
 - Input: one grayscale slice of any size; intensities are scaled by their own percentiles, padded to a square
-  and resized to {input_size[0]}x{input_size[1]}. Output: one probability map per label.
+  and resized to {input_size[0]}x{input_size[1]}; the network runs on the part of that grid which holds the image.
+  Output: one probability map per label, resized back to the input.
 
 ## How to load
 

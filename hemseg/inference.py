@@ -18,7 +18,7 @@ from hemseg.io import Slice, read_slice
 from hemseg.metrics import EIGHT
 from hemseg.model import UNet
 from hemseg.speed import fold_batchnorm, precision_context
-from hemseg.transforms import from_model_grid, preprocess
+from hemseg.transforms import content_box, from_model_grid, preprocess
 
 BUNDLED_MODEL = Path(__file__).parent / "bundled_model"
 LOAD_ERRORS = (OSError, ValueError, HfHubHTTPError)
@@ -142,13 +142,27 @@ class Segmenter:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             x = torch.cat([preprocess(image, self.model.preprocessing) for image in chunk])
-            probs = torch.sigmoid(self.forward(x))
-            if tta:  # average with the left-right mirrored prediction
-                probs = (probs + torch.sigmoid(self.forward(x.flip(-1))).flip(-1)) / 2
-            probs = probs.cpu()
+            probs = torch.zeros(len(chunk), len(self.labels), *x.shape[-2:])
+            # The model sees only the part of its square grid that holds the image, not the padding around it;
+            # images of one shape share a window, so a slice's result never depends on what it is batched with.
+            groups: dict[tuple[int, int, int, int], list[int]] = {}
+            for i, image in enumerate(chunk):
+                rows, cols = self.window(image.shape, tuple(x.shape[-2:]))
+                groups.setdefault((rows.start, rows.stop, cols.start, cols.stop), []).append(i)
+            for (top, bottom, left, right), members in groups.items():
+                rows, cols = slice(top, bottom), slice(left, right)
+                window = x[members][..., rows, cols]
+                p = torch.sigmoid(self.forward(window))
+                if tta:  # average with the left-right mirrored prediction
+                    p = (p + torch.sigmoid(self.forward(window.flip(-1))).flip(-1)) / 2
+                probs[members, :, rows, cols] = p.cpu()
             for image, p in zip(chunk, probs, strict=True):
                 out.append(from_model_grid(p[None], image.shape)[0].numpy())
         return out
+
+    def window(self, shape: tuple[int, int], size: tuple[int, int]) -> tuple[slice, slice]:
+        """The part of the model grid that holds an image of ``shape``, a multiple of 2**depth on each side."""
+        return content_box(shape, size, 2**self.model.depth)
 
     def predict(self, image: np.ndarray | str | Path | Slice, spacing=None, tta: bool = False) -> Prediction:
         """Segment one slice (array, file path or ``Slice``); spacing is taken from the file when it has one."""

@@ -112,6 +112,7 @@ class UNet(
         self.out_channels = out_channels
         self.labels = list(labels)
         self.threshold = threshold
+        self.depth = depth
         self.preprocessing = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
         # The mixin writes the arguments as passed; store the resolved values so config.json is self-contained.
         self._hub_mixin_config.update(labels=self.labels, preprocessing=self.preprocessing)

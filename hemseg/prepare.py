@@ -47,6 +47,9 @@ class SamplingConfig:
     slices_per_plane: int = 24
     lesion_share: float = 0.5  # slices through a lesion, when the case has one
     background_share: float = 0.1  # slices through no vertebral body at all
+    # Superior-inferior margin kept around the labelled bodies. The volumes show the next, unlabelled vertebrae
+    # beyond it: a body in the image without a mask would teach a model to leave out bodies it can see.
+    label_margin_mm: float = 5.0
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test shares of the cases
 
 
@@ -88,6 +91,15 @@ def choose_slices(body: np.ndarray, lesion: np.ndarray, plane: str, sampling: Sa
     return sorted(with_lesion + background + body_only)
 
 
+def within_labelled_span(body: np.ndarray, spacing_z: float, margin_mm: float) -> slice:
+    """The superior-inferior (RAS z) range of the labelled bodies, widened by ``margin_mm`` on each side."""
+    labelled = np.flatnonzero(body.any(axis=(0, 1)))
+    if len(labelled) == 0:
+        return slice(0, body.shape[2])
+    margin = round(margin_mm / spacing_z)
+    return slice(max(0, int(labelled[0]) - margin), min(body.shape[2], int(labelled[-1]) + margin + 1))
+
+
 def to_png_array(image: np.ndarray, source_dtype: np.dtype) -> np.ndarray:
     """8-bit for 8-bit sources, 16-bit otherwise (intensity range of the volume mapped onto 0..65535)."""
     if source_dtype == np.uint8:
@@ -118,13 +130,16 @@ def prepare_case(
     if volume.image.dtype != np.uint8:
         image = _scale_to_uint16(image)
     body = volume.label > 0
+    z = within_labelled_span(body, volume.spacing[2], sampling.label_margin_mm)
+    image, lesion, body = image[..., z], lesion[..., z], body[..., z]
     rows = []
     for plane in PLANES:
         row_mm, col_mm = plane_spacing(volume.spacing, plane)
-        for index in choose_slices(body, lesion, plane, sampling):
+        for local in choose_slices(body, lesion, plane, sampling):
+            index = local + z.start if plane == "axial" else local  # the slice number in the whole RAS volume
             stem = f"{case}_{plane}_{index:03d}"
-            pixels = to_png_array(cut(image, plane, index), volume.image.dtype)
-            masks = {"vertebral_body": cut(body, plane, index), "hemangioma": cut(lesion, plane, index)}
+            pixels = to_png_array(cut(image, plane, local), volume.image.dtype)
+            masks = {"vertebral_body": cut(body, plane, local), "hemangioma": cut(lesion, plane, local)}
             Image.fromarray(np.ascontiguousarray(pixels)).save(out / f"{stem}.png")
             for name, mask in masks.items():
                 Image.fromarray(np.ascontiguousarray(mask).astype(np.uint8) * 255).save(out / f"{stem}_{name}.png")
@@ -150,6 +165,7 @@ def prepare_case(
         "shape_ras": list(volume.image.shape),
         "spacing_mm": list(volume.spacing),
         "bit_depth": 8 if volume.image.dtype == np.uint8 else 16,
+        "z_span": [z.start, z.stop],  # RAS z slices kept: the top row of a coronal or sagittal slice is z.stop - 1
         "lesions": [asdict(lesion) for lesion in lesions],
     }
     return rows, record
@@ -227,6 +243,12 @@ def add_prepare_command(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--slices-per-plane", type=int, default=defaults.slices_per_plane)
     parser.add_argument("--lesion-share", type=float, default=defaults.lesion_share)
     parser.add_argument("--background-share", type=float, default=defaults.background_share)
+    parser.add_argument(
+        "--label-margin-mm",
+        type=float,
+        default=defaults.label_margin_mm,
+        help="superior-inferior margin kept around the labelled vertebral bodies",
+    )
     parser.add_argument("--split", default=",".join(map(str, defaults.split)), help="train,val,test case shares")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -238,7 +260,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     shares = tuple(float(s) for s in args.split.split(","))
     if len(shares) != 3 or abs(sum(shares) - 1) > 1e-6:
         raise ValueError(f"--split needs three shares that add up to 1, got {args.split!r}")
-    sampling = SamplingConfig(args.slices_per_plane, args.lesion_share, args.background_share, shares)
+    sampling = SamplingConfig(
+        args.slices_per_plane, args.lesion_share, args.background_share, args.label_margin_mm, shares
+    )
     out = prepare(args.volumes, args.out, args.seed, SimulatorConfig(), sampling, args.overwrite, args.workers)
     with open(out / "manifest.csv") as f:
         rows = list(csv.DictReader(f))

@@ -7,9 +7,10 @@ inside the body. Intensity changes multiply the tissue already there, keeping th
 
 where ``w`` is the lesion mask blurred by the partial-volume width and ``trabeculae`` are coarse vertical
 (superior-inferior) columns: dots on axial slices ("polka dot"), stripes on sagittal and coronal ones
-("corduroy"). Typical lesions are hyperintense (fat) and textured; atypical ones iso- or hypointense with little
-texture. Every parameter is drawn per lesion from the ranges of ``SimulatorConfig``, wide on purpose: the model
-will meet lesions and scanners this simulator never made.
+("corduroy"). Typical lesions are hyperintense (fat) and textured; atypical ones (little fat) hypo- or mildly
+hyperintense with little texture. Every parameter is drawn per lesion from the ranges of ``SimulatorConfig``, wide
+on purpose: the model will meet lesions and scanners this simulator never made. No lesion is iso-intense to its
+body: a mask over tissue that looks unchanged marks nothing a reader (or a model) could see.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-SIMULATOR_VERSION = "1.0"
+SIMULATOR_VERSION = "1.1"  # 1.1: atypical lesions are never iso-intense
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ class SimulatorConfig:
     irregularity: tuple[float, float] = (0.0, 0.3)  # amplitude of smooth noise on the ellipsoid's surface
     edge_blur_mm: tuple[float, float] = (0.3, 1.2)  # partial-volume blur (Gaussian sigma)
     typical_contrast: tuple[float, float] = (1.25, 2.4)
-    atypical_contrast: tuple[float, float] = (0.45, 1.1)
+    atypical_dark_contrast: tuple[float, float] = (0.45, 0.8)  # hypointense, drawn with P = atypical_dark_share ...
+    atypical_bright_contrast: tuple[float, float] = (1.2, 1.6)  # ... else mildly hyperintense (T2, STIR)
+    atypical_dark_share: float = 0.6
     typical_texture_depth: tuple[float, float] = (0.2, 0.6)
     atypical_texture_depth: tuple[float, float] = (0.0, 0.15)
     trabecula_spacing_mm: tuple[float, float] = (2.0, 4.5)
@@ -90,6 +93,13 @@ def _trabeculae(rng: np.random.Generator, shape: tuple[int, int, int], spacing, 
     return np.clip(dots[:, :, None] * along_z, 0, 1)
 
 
+def _contrast_range(rng: np.random.Generator, typical: bool, config: SimulatorConfig) -> tuple[float, float]:
+    if typical:
+        return config.typical_contrast
+    dark = rng.random() < config.atypical_dark_share
+    return config.atypical_dark_contrast if dark else config.atypical_bright_contrast
+
+
 def _draw_lesion(rng: np.random.Generator, vertebra: int, body: np.ndarray, spacing, config) -> Lesion:
     extent_mm = [(np.ptp(np.nonzero(body)[a]) + 1) * spacing[a] for a in range(3)]
     radius_max = max(config.radius_mm[0] * 1.01, min(config.radius_mm[1], 0.6 * min(extent_mm)))
@@ -102,7 +112,7 @@ def _draw_lesion(rng: np.random.Generator, vertebra: int, body: np.ndarray, spac
         kind="typical" if typical else "atypical",
         center_voxel=[int(v) for v in candidates[rng.integers(len(candidates))]],
         semi_axes_mm=[round(radius * _uniform(rng, config.elongation), 3) for _ in range(3)],
-        contrast=_uniform(rng, config.typical_contrast if typical else config.atypical_contrast),
+        contrast=_uniform(rng, _contrast_range(rng, typical, config)),
         texture_depth=_uniform(rng, config.typical_texture_depth if typical else config.atypical_texture_depth),
         irregularity=_uniform(rng, config.irregularity),
         edge_blur_mm=_uniform(rng, config.edge_blur_mm),

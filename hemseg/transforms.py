@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,23 @@ def from_model_grid(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return x[..., top : top + h, left : left + w]
 
 
+def content_box(shape: tuple[int, int], size: tuple[int, int], multiple: int = 16) -> tuple[slice, slice]:
+    """Rows and columns of the model grid that ``to_model_grid`` fills with an image of ``shape``: the rest is
+    padding. Widened by a pixel for interpolation at the edges and to a multiple of ``multiple`` for the U-Net's
+    poolings, so a fully convolutional model can skip the padding (a 245 x 143 slice on a 192 grid: 192 x 128).
+    """
+    side = max(shape)
+    spans = []
+    for length, grid in zip(shape, size, strict=True):
+        start = (side - length) // 2
+        low = max(0, math.floor(start * grid / side) - 1)
+        high = min(grid, math.ceil((start + length) * grid / side) + 1)
+        padded = min(grid, -(-(high - low) // multiple) * multiple)
+        low = max(0, min(low - (padded - (high - low)) // 2, grid - padded))
+        spans.append(slice(low, low + padded))
+    return spans[0], spans[1]
+
+
 def preprocess(image: np.ndarray | torch.Tensor, preprocessing: dict[str, Any] | None = None) -> torch.Tensor:
     """Turn one 2D grayscale image of any size and dtype into the model's (1, 1, H, W) float input.
 
@@ -92,6 +110,21 @@ class AugmentConfig:
     noise_std: tuple[float, float] = (0.0, 0.05)
 
 
+# Geometry and intensity left as they are: with ``crop``, ``augment`` then only cuts windows.
+NO_AUGMENT = AugmentConfig(
+    rotation_deg=0,
+    scale=(1, 1),
+    hflip=0,
+    vflip=0,
+    elastic_p=0,
+    contrast=(1, 1),
+    brightness=(0, 0),
+    gamma=(1, 1),
+    bias_field=0,
+    noise_std=(0, 0),
+)
+
+
 def _uniform(low: float, high: float, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=generator, device=device)
 
@@ -101,35 +134,60 @@ def _smooth_field(n: int, grid: int, size: tuple[int, int], generator: torch.Gen
     return F.interpolate(coarse, size=size, mode="bicubic", align_corners=True)
 
 
+def _crop_centres(masks: torch.Tensor, crop: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, a random foreground pixel (uniform over all pixels for empty masks) jittered by up to a quarter
+    of the crop, in the [-1, 1] coordinates of ``grid_sample``.
+
+    The window is put on whole pixels, so an unrotated, unscaled crop copies pixels instead of interpolating them.
+    """
+    n, _, h, w = masks.shape
+    weights = masks.amax(1).flatten(1).float() + 1e-6  # empty masks: every pixel equally likely
+    index = torch.multinomial(weights, 1, generator=generator)[:, 0]
+    jitter = (torch.rand(2, n, generator=generator, device=masks.device) - 0.5) * (crop / 2)
+    half = (crop - 1) / 2  # from the window's first pixel to its centre
+    row = torch.round(index // w + jitter[0] - half) + half
+    col = torch.round(index % w + jitter[1] - half) + half
+    return (2 * col + 1) / w - 1, (2 * row + 1) / h - 1
+
+
 def augment(
     images: torch.Tensor,
     masks: torch.Tensor,
     generator: torch.Generator,
     config: AugmentConfig = AugmentConfig(),
+    crop: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a batch on its own device: images (B, 1, H, W) in [0, 1], masks (B, C, H, W) in {0, 1}.
 
     One geometric warp (rotation, scale, flips, elastic) moves image and masks together; intensity changes touch
     the image only. Deterministic for a given generator state. Masks come back binary.
+
+    ``crop``: return (B, ., crop, crop) windows of the warped batch instead, each centred near a random foreground
+    pixel (any label; anywhere when the masks are empty), so training at a fine grid costs what a coarse one does.
     """
-    n, _, h, w = images.shape
+    n, _, full_h, full_w = images.shape
+    h, w = (crop, crop) if crop else (full_h, full_w)
     device = images.device
     angle = torch.deg2rad(_uniform(-config.rotation_deg, config.rotation_deg, n, generator, device))
     scale = _uniform(*config.scale, n, generator, device)
     flip_x = torch.where(torch.rand(n, generator=generator, device=device) < config.hflip, -1.0, 1.0)
     flip_y = torch.where(torch.rand(n, generator=generator, device=device) < config.vflip, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    # theta maps output coordinates to input ones in [-1, 1]; a crop is a window of w / full_w of the input.
+    zoom_x, zoom_y = w / full_w, h / full_h
+    centre_x, centre_y = _crop_centres(masks, crop, generator) if crop else (torch.zeros_like(cos),) * 2
     theta = torch.stack(
         [
-            torch.stack([cos * flip_x, -sin, torch.zeros_like(cos)], -1),
-            torch.stack([sin, cos * flip_y, torch.zeros_like(cos)], -1),
+            torch.stack([cos * flip_x * zoom_x, -sin * zoom_y, centre_x], -1),
+            torch.stack([sin * zoom_x, cos * flip_y * zoom_y, centre_y], -1),
         ],
         dim=1,
     )
     grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
     elastic = torch.rand(n, generator=generator, device=device) < config.elastic_p
     displacement = torch.cat([_smooth_field(n, config.elastic_grid, (h, w), generator, device) for _ in range(2)], 1)
-    grid = grid + (config.elastic_alpha * displacement * elastic[:, None, None, None]).permute(0, 2, 3, 1)
+    alpha = config.elastic_alpha * min(zoom_x, zoom_y)  # the same bending per control-point spacing
+    grid = grid + (alpha * displacement * elastic[:, None, None, None]).permute(0, 2, 3, 1)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     masks = F.grid_sample(masks.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
 

@@ -6,7 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, one_epoch
+import torch
+from conftest import EXAMPLE, REPO, one_epoch
 from huggingface_hub.errors import OfflineModeIsEnabled
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
@@ -15,6 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from hemseg import Segmenter
 from hemseg.hub import push_folder
 from hemseg.inference import parse_model_spec
+from hemseg.transforms import from_model_grid, preprocess
 
 
 def run(args, env=None, check=True):
@@ -57,6 +59,32 @@ def test_prediction_has_the_input_size_and_its_numbers(trained_model, tmp_path):
         assert prediction.area(label) == mask.sum() and prediction.area_unit == "px"
     lower = prediction.with_threshold(0.0)
     assert lower.masks["hemangioma"].all() and lower.probabilities is prediction.probabilities
+
+
+def test_skipping_the_grid_padding_changes_almost_nothing():
+    segmenter = Segmenter.load()  # the bundled model, on a long real slice that leaves wide padding bands
+    image = np.asarray(Image.open(EXAMPLE))
+    x = preprocess(image, segmenter.model.preprocessing)
+    _, cols = segmenter.window(image.shape, tuple(x.shape[-2:]))
+    assert (cols.stop - cols.start) < x.shape[-1] / 1.5  # the window is much narrower than the square grid
+    with torch.inference_mode():
+        whole = from_model_grid(torch.sigmoid(segmenter.forward(x)).cpu(), image.shape)[0].numpy()
+    windowed = segmenter.predict(image)
+    for c, label in enumerate(segmenter.labels):
+        assert np.abs(windowed.probabilities[label] - whole[c]).mean() < 0.01
+        agree = windowed.masks[label] == (whole[c] > segmenter.model.threshold)
+        assert agree.mean() > 0.995, label
+
+
+def test_a_slice_gets_the_same_result_whatever_it_is_batched_with(trained_model):
+    segmenter = Segmenter.load(trained_model)
+    rng = np.random.default_rng(3)
+    tall, wide, square = rng.random((120, 40)), rng.random((50, 130)), rng.random((64, 64))
+    alone = segmenter.probabilities([tall])[0]
+    mixed = segmenter.probabilities([square, tall, wide, tall])
+    assert [p.shape[1:] for p in mixed] == [(64, 64), (120, 40), (50, 130), (120, 40)]
+    np.testing.assert_allclose(mixed[1], alone, atol=1e-6)
+    np.testing.assert_allclose(mixed[3], alone, atol=1e-6)
 
 
 def test_dicom_spacing_gives_areas_in_mm2(trained_model, tmp_path):

@@ -53,6 +53,26 @@ def test_prepare_writes_a_complete_slice_folder(tmp_path, nifti_cases):
     assert {r["plane"] for r in rows if int(r["hemangioma_px"]) > 0} == {"axial", "coronal", "sagittal"}
 
 
+def test_slices_stop_short_of_unlabelled_vertebrae(tmp_path):
+    image, label = synthetic_ras()
+    label[label == 3] = 0  # the top body stays in the image but has no mask, like T10 above a T11-L5 label
+    save_nifti(image, tmp_path / "top_01_image.nii.gz")
+    save_nifti(label, tmp_path / "top_01_label.nii.gz")
+    out = prepare([tmp_path / "top_01_image.nii.gz"], tmp_path / "slices", sampling=SamplingConfig(label_margin_mm=4))
+    rows = manifest(out)
+    labelled = np.flatnonzero(label.any(axis=(0, 1)))  # z 8..43
+    axial = [int(r["index"]) for r in rows if r["plane"] == "axial"]
+    assert min(axial) >= labelled[0] - 4 and max(axial) <= labelled[-1] + 4
+    assert max(axial) > labelled[-1]  # the margin itself is kept
+    for row in rows:
+        if row["plane"] != "axial":  # superior-inferior runs down the rows: only the span and its margins
+            assert int(row["height"]) == labelled[-1] - labelled[0] + 1 + 2 * 4
+    for z in axial:  # the manifest's index is still the slice number of the volume
+        stem = f"top_01_axial_{z:03d}"
+        expected = (label[:, :, z] > 0).T[::-1, ::-1]
+        assert np.array_equal(read(out / f"{stem}_vertebral_body.png") > 0, expected)
+
+
 def test_same_seed_same_folder(tmp_path, nifti_cases):
     a = prepare([nifti_cases], tmp_path / "a", seed=7, workers=2)
     b = prepare([nifti_cases], tmp_path / "b", seed=7, workers=1)

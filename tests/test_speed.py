@@ -55,6 +55,8 @@ def test_bench_measures_one_variant_in_its_own_process():
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["parameters_M"] == pytest.approx(1.94, abs=0.01)
     assert row["gflop_per_slice"] > 1 and row["latency_median_ms"] > 0 and row["peak_rss_MiB"] > 100
+    height, width = map(int, row["input"].split("x"))  # the window of the model grid that holds the example
+    assert height % 16 == 0 and width % 16 == 0 and width < height
     assert row["latency_p95_ms"] >= row["latency_median_ms"] and row["train_samples_per_s"] > 0
     table = markdown([row])
-    assert table.count("\n") == 2 and "| bundled, fp32 eager | 1.94 |" in table
+    assert table.count("\n") == 2 and f"| bundled, fp32 eager | 1.94 | {row['input']} |" in table

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from hemseg import UNet
 from hemseg.data import load
-from hemseg.training import epoch_metrics, load_tensors, make_loss
+from hemseg.training import epoch_metrics, load_tensors, make_loss, soft_dice_loss
 
 EXPECTED_FILES = {
     "model.safetensors",
@@ -70,6 +70,24 @@ def test_one_process_writes_a_complete_model_folder(trained_model, tiny_slices):
     assert "hemangioma sagittal dice" in names and "vertebral_body overall recall" in names
     assert {r.dataset_split for r in card.data.eval_results} == {"test"}
     assert "simulated" in card.text and metrics["command"] in card.text
+    for split in ("val", "test"):  # a table per label for each held-out split
+        for label in ("vertebral_body", "hemangioma"):
+            assert f"### {label} ({split} split" in card.text
+
+
+def test_soft_dice_scores_only_labels_that_are_present():
+    targets = torch.zeros(2, 2, 8, 8)
+    targets[0, 0, 2:6, 2:6] = 1  # sample 0 has label 0; nothing else is present
+    perfect = torch.where(targets > 0, 20.0, -20.0)
+    assert soft_dice_loss(perfect, targets) < 1e-3
+    faint = perfect.clone()
+    faint[1] = -2.0  # a faint response where the truth is empty: the cross-entropy's business, not Dice's
+    assert soft_dice_loss(faint, targets) == pytest.approx(soft_dice_loss(perfect, targets))
+    half = perfect.clone()
+    half[0, 0, 2:4] = -20.0  # half the square missed: Dice 2*8/(8+16) on the one present pair
+    assert soft_dice_loss(half, targets) == pytest.approx(1 - 17 / 25, abs=1e-3)
+    assert soft_dice_loss(perfect, torch.zeros_like(targets)) == 0
+    assert make_loss("bce+dice")(half, targets) > make_loss("bce")(half, targets)
 
 
 def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):

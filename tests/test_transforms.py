@@ -2,19 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from hemseg.transforms import AugmentConfig, augment, from_model_grid, preprocess, to_model_grid
-
-IDENTITY = AugmentConfig(
-    rotation_deg=0,
-    scale=(1, 1),
-    hflip=0,
-    vflip=0,
-    elastic_p=0,
-    contrast=(1, 1),
-    brightness=(0, 0),
-    gamma=(1, 1),
-    bias_field=0,
-    noise_std=(0, 0),
+from hemseg.transforms import (
+    NO_AUGMENT,
+    AugmentConfig,
+    augment,
+    content_box,
+    from_model_grid,
+    preprocess,
+    to_model_grid,
 )
 
 
@@ -55,15 +50,27 @@ def test_model_grid_round_trip_keeps_size_and_place():
     assert ((back > 0.5) == (probs > 0.5)).float().mean() > 0.97
 
 
+@pytest.mark.parametrize("shape", [(245, 77), (143, 77), (245, 143), (100, 100), (31, 200)])
+def test_content_box_covers_the_image_and_skips_padding(shape):
+    grid = to_model_grid(torch.ones(1, 1, *shape), (192, 192))[0, 0] > 0
+    rows, cols = content_box(shape, (192, 192), 16)
+    assert (rows.stop - rows.start) % 16 == 0 and (cols.stop - cols.start) % 16 == 0
+    assert rows.start >= 0 and cols.start >= 0 and rows.stop <= 192 and cols.stop <= 192
+    inside = torch.zeros_like(grid)
+    inside[rows, cols] = True
+    assert not (grid & ~inside).any()  # every image pixel is inside the box
+    assert inside.sum() <= grid.sum() + 2 * 16 * 192 + 4 * 192  # and little else
+
+
 def test_identity_settings_change_nothing():
     images, masks = batch()
-    out_images, out_masks = augment(images, masks, torch.Generator().manual_seed(1), IDENTITY)
+    out_images, out_masks = augment(images, masks, torch.Generator().manual_seed(1), NO_AUGMENT)
     assert torch.allclose(out_images, images, atol=1e-5) and torch.equal(out_masks, masks)
 
 
 def test_flips_move_image_and_masks_together():
     images, masks = batch()
-    flip = AugmentConfig(**{**IDENTITY.__dict__, "hflip": 1.0})
+    flip = AugmentConfig(**{**NO_AUGMENT.__dict__, "hflip": 1.0})
     out_images, out_masks = augment(images, masks, torch.Generator().manual_seed(1), flip)
     assert torch.allclose(out_images, images.flip(-1), atol=1e-5)
     assert torch.equal(out_masks, masks.flip(-1))
@@ -83,7 +90,23 @@ def test_geometric_warp_is_shared_by_image_and_mask():
     images = torch.zeros(8, 1, 64, 64)
     images[:, :, 20:40, 24:44] = 1
     masks = images.clone().repeat(1, 2, 1, 1)
-    geometric_only = AugmentConfig(**{**IDENTITY.__dict__, "rotation_deg": 30, "scale": (0.8, 1.2), "elastic_p": 1.0})
+    geometric_only = AugmentConfig(**{**NO_AUGMENT.__dict__, "rotation_deg": 30, "scale": (0.8, 1.2), "elastic_p": 1.0})
     out_images, out_masks = augment(images, masks, torch.Generator().manual_seed(2), geometric_only)
     agreement = ((out_images > 0.5) == out_masks[:, :1].bool()).float().mean()
     assert agreement > 0.98 and not torch.equal(out_masks, masks)
+
+
+def test_crop_windows_follow_the_foreground_and_keep_image_and_mask_aligned():
+    images = torch.zeros(16, 1, 128, 128)
+    images[:, :, 90:110, 10:30] = 1  # one small object far from the centre
+    masks = images.clone().repeat(1, 2, 1, 1)
+    out_images, out_masks = augment(images, masks, torch.Generator().manual_seed(3), crop=48)
+    assert out_images.shape == (16, 1, 48, 48) and out_masks.shape == (16, 2, 48, 48)
+    assert (out_masks.flatten(1).amax(1) > 0).all()  # every window holds part of the object
+    assert ((out_images > 0.5) == out_masks[:, :1].bool()).float().mean() > 0.97
+    # Without scaling or rotation a window copies pixels: the whole 20 x 20 object, or a cut of it, never resized.
+    plain_images, plain = augment(images, masks, torch.Generator().manual_seed(3), NO_AUGMENT, crop=48)
+    assert plain.sum((-2, -1)).max() == 400 and plain.sum((-2, -1)).min() > 0
+    assert set(plain_images.unique().tolist()) == {0.0, 1.0}  # no interpolated values
+    empty = augment(images, torch.zeros_like(masks), torch.Generator().manual_seed(3), crop=48)
+    assert empty[0].shape == (16, 1, 48, 48) and not empty[1].any()
