@@ -12,7 +12,6 @@ every epoch; the finished model folder is written to a temporary folder and rena
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import shutil
@@ -30,12 +29,12 @@ from hemseg.card import write_model_card
 from hemseg.data import label_names, load
 from hemseg.evaluate import evaluate_dataset, summarize_by_label, write_report
 from hemseg.figures import training_curves
-from hemseg.files import atomic_folder
+from hemseg.files import atomic_folder, write_csv
 from hemseg.hub import push_folder
 from hemseg.inference import Segmenter, load_model
 from hemseg.metrics import confusion_counts, json_ready
 from hemseg.model import UNet
-from hemseg.training import TrainingState, epoch_metrics, load_tensors, make_loss
+from hemseg.training import TrainingState, epoch_metrics, load_tensors, make_loss, read_log, selection_score
 from hemseg.transforms import DEFAULT_PREPROCESSING, NO_AUGMENT, AugmentConfig, augment
 
 
@@ -74,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 @torch.no_grad()
-def validate(model, loader, data, loss_fn, accelerator) -> tuple[float, torch.Tensor, torch.Tensor]:
+def validate(model, loader, data, per_sample_loss, accelerator) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Validation loss (the mean of each slice's loss) and per-slice counts, gathered from every process without
     duplicates."""
     model.eval()
@@ -83,7 +82,7 @@ def validate(model, loader, data, loss_fn, accelerator) -> tuple[float, torch.Te
         images, masks = data.images[idx].float(), data.masks[idx].float()
         logits = model(images)
         # One loss per slice, so the duplicates that pad the last batch of a process are dropped exactly.
-        loss = torch.stack([loss_fn(logits[i : i + 1], masks[i : i + 1]) for i in range(len(idx))])
+        loss = per_sample_loss(logits, masks)
         batch = accelerator.gather_for_metrics((loss, confusion_counts(logits > 0, masks), data.planes[idx]))
         losses.append(batch[0])
         counts.append(batch[1])
@@ -91,37 +90,24 @@ def validate(model, loader, data, loss_fn, accelerator) -> tuple[float, torch.Te
     return float(torch.cat(losses).mean()), torch.cat(counts), torch.cat(planes)
 
 
+LAST_CHECKPOINT_FILE = "custom_checkpoint_1.pkl"  # the TrainingState, registered after the scheduler
+
+
 def resolve_checkpoint(name: str, work_dir: Path) -> str:
     """A checkpoint folder; for 'latest', the newest one that was written completely.
 
-    Accelerate writes each process's random states last, so a run killed while saving leaves a folder without
-    them: that one is skipped.
+    Accelerate's ``save_state`` writes the objects registered for checkpointing last, in the order registered, so
+    a run killed while saving leaves a folder without the last of them (the TrainingState): that one is skipped.
     """
     if name != "latest":
         if not Path(name).is_dir():
             raise FileNotFoundError(f"{name}: no such checkpoint folder")
         return name
     folders = sorted((work_dir / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[-1]))
-    complete = [f for f in folders if (f / "random_states_0.pkl").exists()]
+    complete = [f for f in folders if (f / LAST_CHECKPOINT_FILE).exists()]
     if not complete:
         raise FileNotFoundError(f"no complete checkpoint in {work_dir / 'checkpoints'} to resume from")
     return str(complete[-1])
-
-
-def read_log(path: Path, epochs: int) -> list[dict]:
-    """Rows of an earlier run's log up to ``epochs`` (when resuming)."""
-    if not path.exists():
-        return []
-    with open(path) as f:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    return [{**row, "epoch": int(row["epoch"])} for row in rows if row["epoch"] <= epochs]
-
-
-def write_log(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         accelerator.project_configuration.iteration = state.epoch  # next checkpoint gets the next number
         accelerator.print(f"resumed after epoch {state.epoch} (best validation Dice {state.best_score:.4f})")
 
-    loss_fn = make_loss(args.loss)
+    loss_fn, val_loss_fn = make_loss(args.loss), make_loss(args.loss, per_sample=True)
     log = read_log(work_dir / "training_log.csv", state.epoch)
     generator = torch.Generator(accelerator.device)
+    augment_config = AugmentConfig() if args.augment else NO_AUGMENT
     for epoch in range(state.epoch, args.epochs):
         started = time.perf_counter()
         # Augmentation draws differ per process and epoch, and are the same again after a resume.
@@ -192,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         for step, (idx,) in enumerate(bar):
             images, masks = data.images[idx].float(), data.masks[idx].float()
             if args.augment or args.crop_size:
-                images, masks = augment(
-                    images, masks, generator, AugmentConfig() if args.augment else NO_AUGMENT, args.crop_size
-                )
+                images, masks = augment(images, masks, generator, augment_config, args.crop_size)
             logits = model(images.contiguous(memory_format=memory_format))
             loss = loss_fn(logits, masks)
             accelerator.backward(loss)
@@ -209,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             if step % 50 == 0:  # .item() waits for the device: not on every step
                 bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
 
-        val_loss, val_counts, val_planes = validate(model, val_loader, data, loss_fn, accelerator)
+        val_loss, val_counts, val_planes = validate(model, val_loader, data, val_loss_fn, accelerator)
         row = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
@@ -220,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             **epoch_metrics("val", val_counts, val_planes, labels),
         }
         log.append(row)
-        score = sum(row[f"val_{label}_all_dice"] for label in labels) / len(labels)
+        score = selection_score(row, labels)
         scheduler.step(score)
         state.epoch = epoch + 1
         if score > state.best_score:
@@ -229,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             if accelerator.is_main_process:
                 accelerator.unwrap_model(model).save_pretrained(work_dir / "best")
         if accelerator.is_main_process:  # the log first: a checkpoint never lacks its log rows
-            write_log(work_dir / "training_log.csv", log)
+            write_csv(work_dir / "training_log.csv", log)
         accelerator.save_state()
         accelerator.print(
             f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, val pooled Dice "
@@ -259,10 +244,12 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
         metrics = {}
         for split in splits:
             records = evaluate_dataset(segmenter, dataset, split)
-            metrics[split] = summarize_by_label(records)
-            if split == splits[-1]:
+            if split == splits[-1]:  # the report of the last split, which also summarises it
                 note = f"Best epoch {state.best_epoch}; data {args.data}, split {split}."
-                write_report(records, tmp / "evaluation", f"{output_dir.name}: {split} split", note, dataset, segmenter)
+                title = f"{output_dir.name}: {split} split"
+                metrics[split] = write_report(records, tmp / "evaluation", title, note, dataset, segmenter)
+            else:
+                metrics[split] = summarize_by_label(records)
         command = "accelerate launch train.py " + shlex.join(args.argv)
         metrics.update(
             best_epoch=state.best_epoch,

@@ -58,6 +58,13 @@ def timed(fn, repeats: int, warmup: int = 2) -> list[float]:
     return times
 
 
+def synchronized(result, device: torch.device):
+    """``result`` once the device has finished computing it (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return result
+
+
 def training_throughput(model: UNet, device: torch.device, precision: str, steps: int, compiled: bool) -> float:
     model = model.train().to(device)
     fast = precision == "bf16"
@@ -77,8 +84,7 @@ def training_throughput(model: UNet, device: torch.device, precision: str, steps
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronized(loss, device)
 
     return 16 / float(np.median(timed(step, steps, warmup=2 if compiled else 1)))
 
@@ -94,7 +100,7 @@ def measure(name: str, device: torch.device, quick: bool) -> dict:
     with FlopCounterMode(display=False) as counter:
         model.eval()(x)
     with torch.inference_mode():
-        forward = timed(lambda: model(x), 5 if quick else 20)
+        forward = timed(lambda: synchronized(model(x), device), 5 if quick else 20)
         latency = timed(lambda: segmenter.predict(image), 10 if quick else 50)
         batch = timed(lambda: segmenter.probabilities([image] * 32, batch_size=32), 2 if quick else 5, warmup=1)
     train = training_throughput(model, device, precision, 2 if quick or which == "paper" else 10, compiled)

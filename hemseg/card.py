@@ -53,7 +53,6 @@ def write_model_card(
     command: str,
     training_note: str,
     input_size: tuple[int, int] = (128, 128),
-    extra_sections: str = "",
 ) -> Path:
     """Write ``folder/README.md``: metadata, what trained the model, its scores, use and limits, how to load.
 
@@ -93,8 +92,6 @@ Vertebral-body scores are against **real** masks; hemangioma scores are against 
 **not** comparable with the paper's Dice of 0.634 on real hemangiomas.
 
 {tables}
-
-{extra_sections}
 
 ## Training
 

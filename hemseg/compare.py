@@ -10,15 +10,11 @@ epoch with the best mean pooled validation Dice, as train.py's early stopping ch
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
 from hemseg.model import UNet, count_parameters
-
-
-def best_epoch(log: list[dict[str, str]], labels: list[str]) -> dict[str, str]:
-    return max(log, key=lambda row: sum(float(row[f"val_{label}_all_dice"]) for label in labels))
+from hemseg.training import read_log, selection_score
 
 
 def comparison_table(runs: list[str]) -> str:
@@ -27,11 +23,10 @@ def comparison_table(runs: list[str]) -> str:
     for run in map(Path, runs):
         settings = json.loads((run / "run.json").read_text())
         labels = settings["labels"].split(",")
-        with open(run / "training_log.csv") as f:
-            log = list(csv.DictReader(f))
-        best = best_epoch(log, labels)
+        log = read_log(run / "training_log.csv")
+        best = max(log, key=lambda row: selection_score(row, labels))
         params = count_parameters(UNet(1, len(labels), settings["base_channels"], settings["depth"], labels=labels))
-        seconds = sum(float(row["seconds"]) for row in log) / len(log)
+        seconds = sum(row["seconds"] for row in log) / len(log)
         cells = [
             run.name.removesuffix("-checkpoints"),
             str(settings["base_channels"]),
@@ -42,7 +37,7 @@ def comparison_table(runs: list[str]) -> str:
             f"{seconds:.1f}",
         ]
         for label in labels:
-            cells += [f"{float(best[f'val_{label}_all_dice']):.3f}", f"{float(best[f'val_{label}_all_dice_fg']):.3f}"]
+            cells += [f"{best[f'val_{label}_all_dice']:.3f}", f"{best[f'val_{label}_all_dice_fg']:.3f}"]
         rows.append("| " + " | ".join(cells) + " |")
     head = ["run", "base filters", "parameters (M)", "fp32 MiB", "loss", "best epoch", "s/epoch"]
     for label in labels:

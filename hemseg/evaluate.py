@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ import datasets
 from tqdm.auto import tqdm
 
 from hemseg.data import label_names, load
+from hemseg.files import write_csv
 from hemseg.inference import Segmenter, add_model_options
 from hemseg.metrics import json_ready, slice_metrics, summarize
 from hemseg.volumes import PLANES
@@ -37,7 +37,6 @@ def evaluate_dataset(
     segmenter: Segmenter,
     dataset: datasets.Dataset,
     split: str | None = "test",
-    tta: bool = False,
     batch_size: int = 16,
     progress: bool = True,
 ) -> list[dict]:
@@ -54,7 +53,7 @@ def evaluate_dataset(
     rows = dataset.with_format("numpy")
     for start in tqdm(range(0, len(rows), batch_size), desc="evaluating", disable=not progress):
         batch = rows[start : start + batch_size]
-        probs = segmenter.probabilities(list(batch["image"]), tta=tta, batch_size=batch_size)
+        probs = segmenter.probabilities(list(batch["image"]), batch_size=batch_size)
         for i, p in enumerate(probs):
             spacing = tuple(float(s) for s in batch["spacing"][i])
             for label in labels:
@@ -108,17 +107,13 @@ def write_report(records: list[dict], out: Path, title: str, note: str, dataset=
     )
     (out / "report.md").write_text("\n".join(parts) + "\n")
     (out / "metrics.json").write_text(json.dumps(json_ready(summary), indent=1))
-    with open(out / "metrics.csv", "w", newline="") as f:
-        keys = list(next(iter(next(iter(summary.values())).values())))
-        writer = csv.writer(f)
-        writer.writerow(["label", "plane", *keys])
-        for label, by_plane in summary.items():
-            for plane, values in by_plane.items():
-                writer.writerow([label, plane, *(values[k] for k in keys)])
-    with open(out / "per_slice.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    rows = [
+        {"label": label, "plane": plane, **values}
+        for label, by_plane in summary.items()
+        for plane, values in by_plane.items()
+    ]
+    write_csv(out / "metrics.csv", rows)
+    write_csv(out / "per_slice.csv", records)
     from hemseg.figures import best_worst_grid, plane_bars
 
     plane_bars(summary, out / "per_plane.png")
@@ -138,10 +133,10 @@ def add_evaluate_command(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    segmenter = Segmenter.load(args.model, precision=args.precision)
+    segmenter = Segmenter.load(args.model, precision=args.precision, tta=args.tta)
     dataset = load(args.data)
     split = None if args.split == "all" else args.split
-    records = evaluate_dataset(segmenter, dataset, split, tta=args.tta)
+    records = evaluate_dataset(segmenter, dataset, split)
     note = (
         f"Model: {segmenter.source}. Data: {args.data}, split {args.split}, {len({r['file'] for r in records})} "
         "slices. Vertebral-body masks are real; hemangioma lesions are simulated (hemseg.simulate), so "

@@ -42,10 +42,9 @@ def error_map(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return ERROR_COLOURS[codes]
 
 
-def best_worst_grid(records: list[dict], dataset, segmenter, out: Path, label: str | None = None, n: int = 3) -> Path:
+def best_worst_grid(records: list[dict], dataset, segmenter, out: Path, label: str, n: int = 3) -> Path:
     """Rows of image | truth | prediction | error map for the ``n`` best and worst slices of one label (by Dice,
     among slices whose truth is not empty); the chosen slices are predicted again by ``segmenter``."""
-    label = label or records[-1]["label"]
     scored = sorted((r for r in records if r["label"] == label and r["tp"] + r["fn"] > 0), key=lambda r: r["dice"])
     chosen = scored[-n:][::-1] + scored[:n] if len(scored) > 2 * n else scored[::-1]
     fig, axes = plt.subplots(max(len(chosen), 1), 4, figsize=(10, 2.6 * max(len(chosen), 1)), squeeze=False)

@@ -1,11 +1,12 @@
-"""Writing output folders so that an interrupted run never leaves one that looks finished."""
+"""Writing output folders so that an interrupted run never leaves one that looks finished, and CSV tables."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,3 +25,13 @@ def atomic_folder(out: Path) -> Iterator[Path]:
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
+
+
+def write_csv(path: Path, rows: Iterable[Mapping], fieldnames: list[str] | None = None) -> Path:
+    """One header row (``fieldnames``, else the keys of the first row), then one line per row."""
+    rows = list(rows)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

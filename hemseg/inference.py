@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ class Prediction:
     threshold: float
     spacing: tuple[float, float] | None = None
 
-    @property
+    @cached_property
     def masks(self) -> dict[str, np.ndarray]:
         return {label: p >= self.threshold for label, p in self.probabilities.items()}
 
@@ -98,11 +99,13 @@ class Segmenter:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         optimize: bool = True,
+        tta: bool = False,
     ) -> None:
         self.model = model.eval().to(device)
         self.source = source
         self.device = torch.device(device)
         self.precision = precision
+        self.tta = tta  # the default of every call: averaging with the left-right mirrored prediction
         # With ``optimize``, the same weights with BatchNorm folded into the convolutions, in channels-last
         # memory: fewer passes over the feature maps (hemseg.speed; measured by `python -m hemseg bench`).
         self.memory_format = torch.channels_last if optimize else torch.contiguous_format
@@ -121,7 +124,7 @@ class Segmenter:
     def load(cls, model: str | Path | None = None, **options) -> Segmenter:
         """``model`` if given; else ``$HEMSEG_MODEL``; else, or when that cannot be loaded, the bundled model.
 
-        ``options`` (device, precision) go to the constructor.
+        ``options`` (device, precision, tta) go to the constructor.
         """
         if model is not None:
             return cls(load_model(model), str(model), **options)
@@ -136,8 +139,12 @@ class Segmenter:
         return cls(UNet.from_pretrained(BUNDLED_MODEL), "bundled", **options)
 
     @torch.inference_mode()
-    def probabilities(self, images: list[np.ndarray], tta: bool = False, batch_size: int = 16) -> list[np.ndarray]:
-        """(labels, H, W) float32 probabilities for each image, at each image's own size."""
+    def probabilities(
+        self, images: list[np.ndarray], tta: bool | None = None, batch_size: int = 16
+    ) -> list[np.ndarray]:
+        """(labels, H, W) float32 probabilities for each image, at each image's own size; ``tta`` None: the
+        segmenter's own setting."""
+        tta = self.tta if tta is None else tta
         out = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
@@ -164,7 +171,7 @@ class Segmenter:
         """The part of the model grid that holds an image of ``shape``, a multiple of 2**depth on each side."""
         return content_box(shape, size, 2**self.model.depth)
 
-    def predict(self, image: np.ndarray | str | Path | Slice, spacing=None, tta: bool = False) -> Prediction:
+    def predict(self, image: np.ndarray | str | Path | Slice, spacing=None, tta: bool | None = None) -> Prediction:
         """Segment one slice (array, file path or ``Slice``); spacing is taken from the file when it has one."""
         if isinstance(image, (str, Path)):
             image = read_slice(image)

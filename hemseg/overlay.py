@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+
+from hemseg.metrics import boundary
 
 # One colour per label, readable on grey and for the common colour-vision deficiencies (Okabe-Ito).
 LABEL_COLOURS = {"vertebral_body": (86, 180, 233), "hemangioma": (230, 159, 0)}
@@ -25,6 +26,11 @@ def to_display(image: np.ndarray, window: tuple[float, float] | None = None) -> 
     return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
 
 
+def gray_rgb(image: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """``to_display`` as an (H, W, 3) uint8 picture."""
+    return np.repeat(to_display(image, window)[..., None], 3, axis=-1)
+
+
 def overlay(
     image: np.ndarray,
     masks: dict[str, np.ndarray],
@@ -33,11 +39,16 @@ def overlay(
     window: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """RGB uint8 picture of ``image`` with each mask filled (or outlined) in its label's colour."""
-    rgb = np.repeat(to_display(image, window)[..., None], 3, axis=-1).astype(np.float32)
+    return paint(gray_rgb(image, window), masks, opacity, outline)
+
+
+def paint(picture: np.ndarray, masks: dict[str, np.ndarray], opacity: float = 0.45, outline: bool = False):
+    """A copy of the RGB uint8 ``picture`` with each mask filled (or outlined) in its label's colour."""
+    rgb = picture.astype(np.float32)
     for position, (label, mask) in enumerate(masks.items()):
         mask = np.asarray(mask, dtype=bool)
         if outline:
-            mask = mask & ~ndimage.binary_erosion(mask)
+            mask = boundary(mask)
             alpha = 1.0
         else:
             alpha = opacity

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from hemseg.files import write_csv
 from hemseg.inference import Segmenter, add_model_options
 from hemseg.io import IMAGE_SUFFIXES, read_slice
 from hemseg.overlay import overlay
@@ -32,13 +32,13 @@ def expand_inputs(paths: list[str]) -> list[Path]:
     return files
 
 
-def predict_files(segmenter: Segmenter, files: list[Path], out: Path, tta: bool = False) -> Path:
+def predict_files(segmenter: Segmenter, files: list[Path], out: Path) -> Path:
     """Write ``<stem>_<label>.png``, ``<stem>_overlay.png`` per input and ``predictions.csv``; return the CSV."""
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for file in files:
         image = read_slice(file)
-        prediction = segmenter.predict(image, tta=tta)
+        prediction = segmenter.predict(image)
         stem = image.name
         for label, mask in prediction.masks.items():
             Image.fromarray(mask.astype(np.uint8) * 255).save(out / f"{stem}_{label}.png")
@@ -55,12 +55,7 @@ def predict_files(segmenter: Segmenter, files: list[Path], out: Path, tta: bool 
             row[f"{label}_count"] = prediction.count(label)
             row[f"{label}_area"] = round(prediction.area(label), 2)
         rows.append(row)
-    table = out / "predictions.csv"
-    with open(table, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return table
+    return write_csv(out / "predictions.csv", rows)
 
 
 def add_predict_command(subcommands: argparse._SubParsersAction) -> None:
@@ -73,7 +68,7 @@ def add_predict_command(subcommands: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     files = expand_inputs(args.inputs)
-    segmenter = Segmenter.load(args.model, precision=args.precision)
-    table = predict_files(segmenter, files, Path(args.out), tta=args.tta)
+    segmenter = Segmenter.load(args.model, precision=args.precision, tta=args.tta)
+    table = predict_files(segmenter, files, Path(args.out))
     print(f"{len(files)} images segmented with {segmenter.source}; table: {table}")
     return 0

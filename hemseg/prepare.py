@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from hemseg import __version__
-from hemseg.files import atomic_folder
+from hemseg.files import atomic_folder, write_csv
 from hemseg.simulate import SIMULATOR_VERSION, SimulatorConfig, insert_hemangiomas
 from hemseg.volumes import PLANE_AXIS, PLANES, cut, find_volumes, plane_spacing, read_volume
 
@@ -205,10 +205,7 @@ def prepare(
         else:
             results = [prepare_case(*job) for job in jobs]
         rows = [row for case_rows, _ in results for row in case_rows]
-        with open(tmp / "manifest.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(tmp / "manifest.csv", rows, list(MANIFEST_COLUMNS))
         description = {
             "name": out.name,
             "hemseg_version": __version__,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -47,8 +49,11 @@ def load_tensors(
     return SliceTensors(torch.cat(images), torch.cat(masks), planes, np.asarray(dataset["split"]))
 
 
-def soft_dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+def soft_dice_loss(
+    logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0, per_sample: bool = False
+) -> torch.Tensor:
     """1 - soft Dice, averaged over the (sample, label) pairs whose truth is not empty; 0 when none is.
+    ``per_sample``: one such average per sample, shape (N,).
 
     Empty truths are left to the cross-entropy term: there soft Dice would be 1 - eps / (sum of p + eps), a
     penalty near 1 for any faint response across the image, which teaches a model to miss small lesions. This
@@ -57,20 +62,28 @@ def soft_dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0
     probs = torch.sigmoid(logits.float())
     dims = (-2, -1)
     intersection = (probs * targets).sum(dims)
-    dice = (2 * intersection + eps) / (probs.sum(dims) + targets.sum(dims) + eps)
-    has_truth = targets.sum(dims) > 0
-    return torch.where(has_truth, 1 - dice, 0).sum() / has_truth.sum().clamp(min=1)
+    truth = targets.sum(dims)
+    dice = (2 * intersection + eps) / (probs.sum(dims) + truth + eps)
+    has_truth = truth > 0
+    terms = torch.where(has_truth, 1 - dice, 0)
+    if per_sample:
+        return terms.sum(-1) / has_truth.sum(-1).clamp(min=1)
+    return terms.sum() / has_truth.sum().clamp(min=1)
 
 
-def make_loss(name: str):
-    """``bce`` (the paper's binary cross-entropy) or ``bce+dice``."""
-    if name == "bce":
-        return F.binary_cross_entropy_with_logits
-    if name == "bce+dice":
-        return lambda logits, targets: (
-            F.binary_cross_entropy_with_logits(logits, targets) + soft_dice_loss(logits, targets)
-        )
-    raise ValueError(f"unknown loss {name!r}: choose bce or bce+dice")
+def make_loss(name: str, per_sample: bool = False):
+    """``bce`` (the paper's binary cross-entropy) or ``bce+dice``; a scalar for the batch, or with ``per_sample``
+    each sample's own loss, shape (N,) (what that sample alone would give)."""
+    if name not in ("bce", "bce+dice"):
+        raise ValueError(f"unknown loss {name!r}: choose bce or bce+dice")
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none" if per_sample else "mean")
+        if per_sample:
+            bce = bce.flatten(1).mean(1)
+        return bce + soft_dice_loss(logits, targets, per_sample=per_sample) if name == "bce+dice" else bce
+
+    return loss
 
 
 def epoch_metrics(prefix: str, counts: torch.Tensor, planes: torch.Tensor, labels: list[str]) -> dict[str, float]:
@@ -90,6 +103,20 @@ def epoch_metrics(prefix: str, counts: torch.Tensor, planes: torch.Tensor, label
         per_slice = scores_from_counts(counts[has_truth, c])["dice"]
         row[f"{prefix}_{label}_all_dice_fg"] = float(per_slice.mean()) if has_truth.any() else math.nan
     return row
+
+
+def read_log(path: Path, epochs: float = math.inf) -> list[dict]:
+    """The rows of a ``training_log.csv`` up to ``epochs``, as numbers; none when there is no log yet."""
+    if not path.exists():
+        return []
+    with open(path) as f:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return [{**row, "epoch": int(row["epoch"])} for row in rows if row["epoch"] <= epochs]
+
+
+def selection_score(row: dict, labels: list[str]) -> float:
+    """What early stopping and the best epoch go by: the mean validation pooled Dice over the labels."""
+    return sum(float(row[f"val_{label}_all_dice"]) for label in labels) / len(labels)
 
 
 class TrainingState:

@@ -40,16 +40,15 @@ class Volume:
 def _load_nifti(path: Path) -> nib.Nifti1Image:
     try:
         image = nib.load(path)
-        data = np.asanyarray(image.dataobj)  # reads the whole file: a truncated one fails here
+        shape = image.shape[:3] if len(image.shape) == 4 and image.shape[3] == 1 else image.shape
+        if len(shape) != 3:  # from the header, before reading the data
+            raise ValueError(
+                f"{path}: expected a 3D volume, found an array of shape {image.shape}"
+                + (" (a 4D series: export one 3D volume or one slice)" if len(shape) == 4 else "")
+            )
+        data = np.asanyarray(image.dataobj).reshape(shape)  # reads the whole file: a truncated one fails here
     except READ_ERRORS as err:
         raise ValueError(f"{path}: could not be read as NIfTI ({type(err).__name__}: {err})") from err
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ValueError(
-            f"{path}: expected a 3D volume, found an array of shape {data.shape}"
-            + (" (a 4D series: export one 3D volume)" if data.ndim == 4 else "")
-        )
     if int(image.header["qform_code"]) == 0 and int(image.header["sform_code"]) == 0:
         raise ValueError(
             f"{path}: the volume has no orientation (qform and sform codes are both 0), so hemseg cannot tell "
@@ -140,6 +139,11 @@ def cut(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
     left. Sagittal: superior up, anterior on the left.
     """
     return np.take(volume, index, axis=PLANE_AXIS[plane]).T[::-1, ::-1]
+
+
+def uncut(slices: np.ndarray, plane: str) -> np.ndarray:
+    """A RAS volume from the (n, rows, cols) stack of every ``cut`` across ``plane``, in slice order."""
+    return np.moveaxis(slices[:, ::-1, ::-1].transpose(0, 2, 1), 0, PLANE_AXIS[plane])
 
 
 def plane_spacing(spacing: tuple[float, float, float], plane: str) -> tuple[float, float]:

@@ -6,7 +6,6 @@ loaded model, which is read-only.
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import tempfile
@@ -24,11 +23,22 @@ from skimage.measure import regionprops
 
 from hemseg.evaluate import markdown_table
 from hemseg.figures import error_map
+from hemseg.files import write_csv
 from hemseg.inference import BUNDLED_MODEL, LOAD_ERRORS, Prediction, Segmenter, parse_model_spec
 from hemseg.io import MAX_PIXELS, Slice, read_slice
 from hemseg.metrics import EIGHT, slice_metrics
-from hemseg.overlay import label_colour, overlay, to_display
-from hemseg.volumes import NIFTI_SUFFIXES, PLANE_AXIS, PLANES, READ_ERRORS, Volume, cut, plane_spacing, read_volume
+from hemseg.overlay import gray_rgb, label_colour, paint
+from hemseg.volumes import (
+    NIFTI_SUFFIXES,
+    PLANE_AXIS,
+    PLANES,
+    READ_ERRORS,
+    Volume,
+    cut,
+    plane_spacing,
+    read_volume,
+    uncut,
+)
 
 NOTICE = (
     "**Research use only. Not a medical device; not for diagnosis.** The models were trained and scored on real "
@@ -58,12 +68,9 @@ def open_upload(path: str | None) -> Slice | Volume:
     if not path:
         raise gr.Error("Please upload an image: PNG, JPEG, TIFF, DICOM or NIfTI.")
     try:
-        if path.lower().endswith(NIFTI_SUFFIXES):
-            shape = nib.load(path).shape
-            if len([n for n in shape if n > 1]) >= 3:
-                if len(shape) > 3 and shape[3] > 1:
-                    raise ValueError("a 4D NIfTI (a time series); export one 3D volume or one slice")
-                return read_volume(path)
+        is_nifti = path.lower().endswith(NIFTI_SUFFIXES)
+        if is_nifti and len([n for n in nib.load(path).shape if n > 1]) >= 3:  # the header only
+            return read_volume(path)
         image = read_slice(path)
     except READ_ERRORS as err:  # nib.load's own errors too, not only hemseg's ValueErrors
         raise gr.Error(str(err).replace(str(Path(path).parent) + "/", "")) from err
@@ -98,7 +105,8 @@ def lesion_rows(prediction: Prediction) -> list[list[object]]:
             body = np.isin(bodies, ids[ids > 0])
             if body.any():
                 share = f"{100 * (lesion & body).sum() / body.sum():.0f} %"
-        touches = lesion[0].any() or lesion[-1].any() or lesion[:, 0].any() or lesion[:, -1].any()
+        top, left, bottom, right = region.bbox
+        touches = top == 0 or left == 0 or bottom == lesions.shape[0] or right == lesions.shape[1]
         rows.append(
             [
                 region.label,
@@ -113,8 +121,8 @@ def lesion_rows(prediction: Prediction) -> list[list[object]]:
 
 def draw(result: Result, threshold: float, opacity: float, outline: bool):
     prediction = result.prediction.with_threshold(threshold)
-    picture = overlay(result.pixels, prediction.masks, opacity=opacity, outline=outline, window=result.window)
-    before = np.repeat(to_display(result.pixels, result.window)[..., None], 3, axis=-1)
+    before = gray_rgb(result.pixels, result.window)
+    picture = paint(before, prediction.masks, opacity=opacity, outline=outline)
     return prediction, picture, (before, picture)
 
 
@@ -165,6 +173,19 @@ class App:
         table = self.metrics_markdown(result.plane)
         return picture, pair, rows, table, truth_rows, errors, downloads, summary, result
 
+    def redraw(self, result: Result | None, threshold, opacity, outline, truth):
+        """Everything again for another threshold, from the stored prediction (no model run)."""
+        if result is None:
+            raise gr.Error("Segment an image first.")
+        return self.render(result, threshold, opacity, outline, truth)
+
+    def restyle(self, result: Result | None, threshold, opacity, outline):
+        """The overlay and the before/after pair for another opacity or outline setting."""
+        if result is None:
+            raise gr.Error("Segment an image first.")
+        threshold = self.segmenter.model.threshold if threshold is None else float(threshold)
+        return draw(result, threshold, opacity, outline)[1:]
+
     def metrics_markdown(self, plane: str | None) -> str:
         if not self.model_metrics:
             return "This model ships no metrics.json: no validated scores to show."
@@ -208,8 +229,7 @@ class App:
         voxel_ml = float(np.prod(upload.spacing)) / 1000
         for c, label in enumerate(self.segmenter.labels):
             stack = np.stack([p[c] >= self.segmenter.model.threshold for p in probs])  # (n, rows, cols)
-            # Undo cut(): rows/cols were transposed and flipped; put the slice axis back in place.
-            volume = np.moveaxis(stack[:, ::-1, ::-1].transpose(0, 2, 1), 0, axis).astype(np.uint8)
+            volume = uncut(stack, plane).astype(np.uint8)
             path = out / f"{upload.path.name.split('.')[0]}_{label}.nii.gz"
             nib.save(nib.Nifti1Image(volume, upload.affine), path)
             files.append(str(path))
@@ -232,11 +252,7 @@ def model_metrics(segmenter: Segmenter) -> tuple[str, dict] | None:
     split = "test" if "test" in metrics else "val"
     if split not in metrics:
         return None
-    summary = {
-        label: {plane: {k: (np.nan if v is None else v) for k, v in values.items()} for plane, values in by.items()}
-        for label, by in metrics[split].items()
-    }
-    return split, summary
+    return split, metrics[split]  # JSON null (NaN when written) reads as n/a in markdown_table
 
 
 def truth_metrics(truth: str | None, prediction: Prediction, pixels: np.ndarray):
@@ -255,7 +271,7 @@ def truth_metrics(truth: str | None, prediction: Prediction, pixels: np.ndarray)
     pred = prediction.masks[LESION]
     scores = slice_metrics(pred, mask, prediction.spacing or (1.0, 1.0))
     rows = [[key, None if np.isnan(scores[key]) else round(float(scores[key]), 4)] for key in METRIC_KEYS]
-    background = np.repeat(to_display(pixels)[..., None], 3, axis=-1).astype(np.float32)
+    background = gray_rgb(pixels).astype(np.float32)
     colours = error_map(pred, mask).astype(np.float32)
     marked = (pred | mask)[..., None]
     return rows, np.where(marked, 0.35 * background + 0.65 * colours, background).astype(np.uint8)
@@ -281,12 +297,8 @@ def write_downloads(result: Result, prediction: Prediction, rows: list[list[obje
         path = out / f"{result.name}_{label}.png"
         Image.fromarray(mask.astype(np.uint8) * 255).save(path)
         files.append(str(path))
-    table = out / f"{result.name}_lesions.csv"
-    with open(table, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(LESION_COLUMNS)
-        writer.writerows(rows)
-    files.append(str(table))
+    table = [dict(zip(LESION_COLUMNS, row, strict=True)) for row in rows]
+    files.append(str(write_csv(out / f"{result.name}_lesions.csv", table, LESION_COLUMNS)))
     return files
 
 
@@ -346,9 +358,11 @@ def build_app(segmenter: Segmenter | None = None) -> gr.Blocks:
         plane.change(app.volume_slider, [file, plane], slice_index, api_name=False)
         slice_index.release(app.segment, inputs, outputs, api_name=False)  # slide through a volume
         redraw_inputs = [state, threshold, opacity, outline, truth]
-        threshold.release(_redraw(app), redraw_inputs, outputs, api_name=False)
-        opacity.release(_redraw(app), redraw_inputs, outputs, api_name=False)
-        outline.change(_redraw(app), redraw_inputs, outputs, api_name=False)
+        threshold.release(app.redraw, redraw_inputs, outputs, api_name=False)
+        # Opacity and outlines change the picture only: no masks, metrics or downloads to redo.
+        restyle_inputs = [state, threshold, opacity, outline]
+        opacity.release(app.restyle, restyle_inputs, [picture, pair], api_name=False)
+        outline.change(app.restyle, restyle_inputs, [picture, pair], api_name=False)
         volume_button.click(
             app.segment_volume, [file, plane], [volume_summary, volume_files], api_name="segment_volume"
         )
@@ -363,12 +377,3 @@ def build_app(segmenter: Segmenter | None = None) -> gr.Blocks:
                 label="Examples (simulated lesions)",
             )
     return demo
-
-
-def _redraw(app: App):
-    def redraw(result: Result | None, threshold, opacity, outline, truth):
-        if result is None:
-            raise gr.Error("Segment an image first.")
-        return app.render(result, threshold, opacity, outline, truth)
-
-    return redraw

@@ -120,13 +120,18 @@ def tiny_slices(tmp_path_factory) -> Path:
     return prepare([folder], tmp_path_factory.mktemp("data") / "slices", seed=0, sampling=sampling)
 
 
+def run(args: list[str], launcher=(sys.executable,), env=None, check=True) -> subprocess.CompletedProcess:
+    """``launcher`` + ``args`` in the repository, as a user would type them; output captured as text."""
+    return subprocess.run(
+        [*launcher, *args], cwd=REPO, capture_output=True, text=True, check=check, env={**os.environ, **(env or {})}
+    )
+
+
 @pytest.fixture(scope="session")
 def trained_model(tiny_slices, tmp_path_factory) -> Path:
     """A model folder from a one-epoch run of train.py (one process)."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    subprocess.run(
-        [sys.executable, "train.py", *one_epoch(tiny_slices, out)], cwd=REPO, check=True, capture_output=True, text=True
-    )
+    run(["train.py", *one_epoch(tiny_slices, out)])
     return out
 
 

@@ -1,13 +1,11 @@
 import csv
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import EXAMPLE, REPO, one_epoch
+from conftest import EXAMPLE, one_epoch, run
 from huggingface_hub.errors import OfflineModeIsEnabled
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
@@ -17,17 +15,6 @@ from hemseg import Segmenter
 from hemseg.hub import push_folder
 from hemseg.inference import parse_model_spec
 from hemseg.transforms import from_model_grid, preprocess
-
-
-def run(args, env=None, check=True):
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=check,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def dicom_slice(path, pixels, spacing=(0.5, 0.8)):

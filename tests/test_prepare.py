@@ -1,19 +1,16 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_nifti, synthetic_ras, write_case, write_dicom_series
+from conftest import run, save_nifti, synthetic_ras, write_case, write_dicom_series
 from PIL import Image
 
 from hemseg.prepare import SamplingConfig, assign_splits, prepare
 from hemseg.simulate import SimulatorConfig
 
-REPO = Path(__file__).resolve().parents[1]
 SOME_LESIONS = SimulatorConfig(lesion_count_weights=(0, 0.5, 0.5))
 
 
@@ -140,24 +137,20 @@ def test_volume_without_label_is_refused_by_name(tmp_path):
 
 def test_command_line_prepare_with_preview(tmp_path, nifti_cases):
     preview = tmp_path / "preview.png"
-    result = subprocess.run(
+    result = run(
         [
-            sys.executable,
             "-m",
             "hemseg",
             "prepare",
             str(nifti_cases),
             str(tmp_path / "s"),
-            "--seed",
-            "1",
             "--slices-per-plane",
             "8",
+            "--seed",
+            "1",
             "--preview",
             str(preview),
         ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -166,13 +159,7 @@ def test_command_line_prepare_with_preview(tmp_path, nifti_cases):
 
 
 def test_command_line_reports_bad_input_in_one_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "hemseg", "prepare", str(tmp_path / "nowhere"), str(tmp_path / "s")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run(["-m", "hemseg", "prepare", str(tmp_path / "nowhere"), str(tmp_path / "s")], check=False)
     assert result.returncode == 2
     assert result.stderr.startswith("error:") and "nowhere" in result.stderr and "Traceback" not in result.stderr
 

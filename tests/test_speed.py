@@ -1,11 +1,9 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import run
 
 from hemseg import Segmenter, UNet
 from hemseg.bench import markdown
@@ -45,13 +43,7 @@ def test_optimized_segmenter_predicts_what_the_plain_model_predicts():
 
 
 def test_bench_measures_one_variant_in_its_own_process():
-    result = subprocess.run(
-        [sys.executable, "-m", "hemseg", "bench", "--variant", "bundled, fp32 eager", "--quick"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run(["-m", "hemseg", "bench", "--variant", "bundled, fp32 eager", "--quick"])
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["parameters_M"] == pytest.approx(1.94, abs=0.01)
     assert row["gflop_per_slice"] > 1 and row["latency_median_ms"] > 0 and row["peak_rss_MiB"] > 100

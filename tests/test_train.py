@@ -1,6 +1,5 @@
 import csv
 import json
-import os
 import re
 import signal
 import subprocess
@@ -10,7 +9,7 @@ import time
 import pytest
 import torch
 from accelerate import Accelerator
-from conftest import REPO, TINY_TRAINING, one_epoch
+from conftest import REPO, TINY_TRAINING, one_epoch, run
 from huggingface_hub import ModelCard
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -34,15 +33,8 @@ def read_log(folder):
         return list(csv.DictReader(f))
 
 
-def run_train(args, launcher=(sys.executable,), env=None, check=True):
-    return subprocess.run(
-        [*launcher, "train.py", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=check,
-        env={**os.environ, **(env or {})},
-    )
+def run_train(args, **options):
+    return run(["train.py", *args], **options)
 
 
 def test_one_process_writes_a_complete_model_folder(trained_model, tiny_slices):
@@ -120,7 +112,7 @@ def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
     from train import validate
 
     loader = accelerator.prepare(DataLoader(TensorDataset(val_idx), batch_size=8))
-    val_loss, counts, planes = validate(model, loader, data, make_loss("bce"), accelerator)
+    val_loss, counts, planes = validate(model, loader, data, make_loss("bce", per_sample=True), accelerator)
     assert len(counts) == len(val_idx)  # nothing dropped, nothing counted twice
     recomputed = epoch_metrics("val", counts, planes, model.labels)
     for key, value in recomputed.items():
@@ -200,13 +192,7 @@ def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, t
 
 
 def test_compare_lists_runs_with_their_best_epoch(trained_model):
-    result = subprocess.run(
-        [sys.executable, "-m", "hemseg", "compare", f"{trained_model}-checkpoints"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run(["-m", "hemseg", "compare", f"{trained_model}-checkpoints"])
     header, _, row = result.stdout.strip().splitlines()
     assert "hemangioma Dice_fg" in header and "parameters (M)" in header
     assert row.startswith(f"| {trained_model.name} | 4 | ") and "1 of 1" in row
