@@ -117,6 +117,7 @@ Made with:
 
 ```python
 from hemseg import Segmenter
+
 segmenter = Segmenter.load("path/or/hub-id")  # a folder like this one, or its Hub id[@revision]
 prediction = segmenter.predict("slice.png")
 prediction.masks["hemangioma"], prediction.area("hemangioma"), prediction.area_unit

@@ -51,6 +51,10 @@ class SamplingConfig:
     # beyond it: a body in the image without a mask would teach a model to leave out bodies it can see.
     label_margin_mm: float = 5.0
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test shares of the cases
+    # Lesion draws per training case, each written as its own slices (<case>_sim<k>_...): the shared set's 49
+    # training cases hold 81 lesions in one draw, too few looks to learn from; the anatomy is real in every draw.
+    # Validation and test cases keep their one draw, so their slices do not depend on this setting.
+    train_simulations: int = 1
 
 
 def assign_splits(cases: list[str], shares: tuple[float, float, float], seed: int) -> dict[str, str]:
@@ -121,11 +125,16 @@ def prepare_case(
     seed: int,
     simulator: SimulatorConfig,
     sampling: SamplingConfig,
+    simulation: int = 0,
 ) -> tuple[list[dict], dict]:
-    """Simulate lesions into one volume and write its slices; return manifest rows and the case's record."""
+    """Simulate lesions into one volume and write its slices; return manifest rows and the case's record.
+
+    ``simulation`` k > 0: the k-th further lesion draw of the case, in files named ``<case>_sim<k>_...``.
+    """
     volume = read_volume(image_path, label_path)
-    # One generator per case, seeded by the case id: a case looks the same whatever else is prepared with it.
-    rng = np.random.default_rng([seed, zlib.crc32(case.encode())])
+    # One generator per case and draw, seeded by the case id: a case looks the same whatever else is prepared
+    # with it, and its first draw whatever the number of draws.
+    rng = np.random.default_rng([seed, zlib.crc32(case.encode()), *([simulation] if simulation else [])])
     image, lesion, lesions = insert_hemangiomas(volume.image, volume.label, volume.spacing, rng, simulator)
     if volume.image.dtype != np.uint8:
         image = _scale_to_uint16(image)
@@ -137,7 +146,7 @@ def prepare_case(
         row_mm, col_mm = plane_spacing(volume.spacing, plane)
         for local in choose_slices(body, lesion, plane, sampling):
             index = local + z.start if plane == "axial" else local  # the slice number in the whole RAS volume
-            stem = f"{case}_{plane}_{index:03d}"
+            stem = f"{case}{f'_sim{simulation}' if simulation else ''}_{plane}_{index:03d}"
             pixels = to_png_array(cut(image, plane, local), volume.image.dtype)
             masks = {"vertebral_body": cut(body, plane, local), "hemangioma": cut(lesion, plane, local)}
             Image.fromarray(np.ascontiguousarray(pixels)).save(out / f"{stem}.png")
@@ -198,7 +207,11 @@ def prepare(
         )
     splits = assign_splits([case for case, _, _ in found], sampling.split, seed)
     with atomic_folder(out) as tmp:
-        jobs = [(case, image, label, tmp, splits[case], seed, simulator, sampling) for case, image, label in found]
+        jobs = [
+            (case, image, label, tmp, splits[case], seed, simulator, sampling, k)
+            for case, image, label in found
+            for k in range(sampling.train_simulations if splits[case] == "train" else 1)
+        ]
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
                 results = list(pool.map(prepare_case, *zip(*jobs, strict=True)))
@@ -220,10 +233,23 @@ def prepare(
             "orientation": "radiological: axial anterior up, coronal/sagittal superior up; patient right on the "
             "viewer's left (axial, coronal), anterior on the left (sagittal); index = slice number in the "
             "volume reoriented to RAS",
-            "cases": {case: record for (case, _, _), (_, record) in zip(found, results, strict=True)},
+            "cases": case_records(jobs, results),
         }
         (tmp / "dataset.json").write_text(json.dumps(description, indent=1))
     return out
+
+
+def case_records(jobs: list[tuple], results: list[tuple[list[dict], dict]]) -> dict[str, dict]:
+    """dataset.json's record per case: its first lesion draw's, with the lesions of further draws under
+    ``simulations`` (k = 1, 2, ...)."""
+    records: dict[str, dict] = {}
+    for job, (_, record) in zip(jobs, results, strict=True):
+        case, simulation = job[0], job[-1]
+        if simulation == 0:
+            records[case] = record
+        else:
+            records[case].setdefault("simulations", []).append(record["lesions"])
+    return records
 
 
 def add_prepare_command(subcommands: argparse._SubParsersAction) -> None:
@@ -247,6 +273,12 @@ def add_prepare_command(subcommands: argparse._SubParsersAction) -> None:
         help="superior-inferior margin kept around the labelled vertebral bodies",
     )
     parser.add_argument("--split", default=",".join(map(str, defaults.split)), help="train,val,test case shares")
+    parser.add_argument(
+        "--train-simulations",
+        type=int,
+        default=defaults.train_simulations,
+        help="lesion draws per training case, each cut into its own slices (validation and test keep one)",
+    )
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--preview", metavar="FILE.png", help="also draw sample slices with outlines")
@@ -257,8 +289,15 @@ def run_prepare(args: argparse.Namespace) -> int:
     shares = tuple(float(s) for s in args.split.split(","))
     if len(shares) != 3 or abs(sum(shares) - 1) > 1e-6:
         raise ValueError(f"--split needs three shares that add up to 1, got {args.split!r}")
+    if args.train_simulations < 1:
+        raise ValueError(f"--train-simulations must be at least 1, got {args.train_simulations}")
     sampling = SamplingConfig(
-        args.slices_per_plane, args.lesion_share, args.background_share, args.label_margin_mm, shares
+        args.slices_per_plane,
+        args.lesion_share,
+        args.background_share,
+        args.label_margin_mm,
+        shares,
+        args.train_simulations,
     )
     out = prepare(args.volumes, args.out, args.seed, SimulatorConfig(), sampling, args.overwrite, args.workers)
     with open(out / "manifest.csv") as f:

@@ -36,17 +36,22 @@ class SliceTensors:
 def load_tensors(
     dataset: datasets.Dataset, labels: list[str], preprocessing: dict, progress: bool = True
 ) -> SliceTensors:
-    """Preprocess every slice of ``dataset`` with the model's own contract (``hemseg.transforms.preprocess``)."""
+    """Preprocess every slice of ``dataset`` with the model's own contract (``hemseg.transforms.preprocess``).
+
+    Filled in place: collecting per-slice tensors and concatenating them would hold the data set twice at the peak
+    (4.6 GB instead of 2.3 for 15,675 slices on a 192 grid).
+    """
     size = tuple(preprocessing["size"])
-    images, masks = [], []
+    images = torch.empty(len(dataset), 1, *size, dtype=torch.float16)
+    masks = torch.empty(len(dataset), len(labels), *size, dtype=torch.uint8)
     rows = dataset.select_columns(["image", *labels]).with_format("numpy")
-    for example in tqdm(rows, desc="preprocessing", disable=not progress):
-        images.append(preprocess(example["image"], preprocessing).half())
+    for i, example in enumerate(tqdm(rows, desc="preprocessing", disable=not progress)):
+        images[i] = preprocess(example["image"], preprocessing)[0]
         stacked = torch.from_numpy(np.stack([example[label] > 0 for label in labels]).astype(np.uint8))
-        masks.append(to_model_grid(stacked[None], size, mode="nearest"))
+        masks[i] = to_model_grid(stacked[None], size, mode="nearest")[0]
     plane_names = dataset.features["plane"].names
     planes = torch.tensor([PLANES.index(plane_names[p]) for p in dataset["plane"]])
-    return SliceTensors(torch.cat(images), torch.cat(masks), planes, np.asarray(dataset["split"]))
+    return SliceTensors(images, masks, planes, np.asarray(dataset["split"]))
 
 
 def soft_dice_loss(

@@ -100,6 +100,37 @@ def test_every_slice_of_a_case_has_the_case_split(tmp_path):
     assert sorted(split_of.values()).count("train") == 2
 
 
+def test_more_lesion_draws_for_training_cases_only(tmp_path):
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    for i in range(4):
+        write_case(folder, f"src_{i:02d}", seed=i)
+    split = (0.5, 0.25, 0.25)
+    one = prepare([folder], tmp_path / "one", seed=5, simulator=SOME_LESIONS, sampling=SamplingConfig(split=split))
+    sampling = SamplingConfig(split=split, train_simulations=3)
+    three = prepare([folder], tmp_path / "three", seed=5, simulator=SOME_LESIONS, sampling=sampling)
+    rows_one, rows_three = manifest(one), manifest(three)
+    # Every slice of the single-draw folder is there again, byte for byte: validation and test do not change.
+    for row in rows_one:
+        for name in (row["file"], row["file"].replace(".png", "_hemangioma.png")):
+            assert (one / name).read_bytes() == (three / name).read_bytes()
+    extra = [r for r in rows_three if "_sim" in r["file"]]
+    assert {r["split"] for r in extra} == {"train"} and {r["case"] for r in extra} <= {r["case"] for r in rows_one}
+    train_cases = {r["case"] for r in rows_one if r["split"] == "train"}
+    for case in train_cases:
+        assert {r["file"].split("_")[2] for r in extra if r["case"] == case} == {"sim1", "sim2"}
+    cases = json.loads((three / "dataset.json").read_text())["cases"]
+    for record in cases.values():
+        if record["split"] == "train":
+            draws = [record["lesions"], *record["simulations"]]
+            assert len(draws) == 3
+            assert len({json.dumps(d) for d in draws}) == 3  # each draw its own lesions
+        else:
+            assert "simulations" not in record
+    bad = run(["-m", "hemseg", "prepare", str(folder), str(tmp_path / "x"), "--train-simulations", "0"], check=False)
+    assert bad.returncode == 2 and "--train-simulations" in bad.stderr
+
+
 def test_dicom_series_with_label_gives_16_bit_slices(tmp_path):
     image, label = synthetic_ras()
     series = write_dicom_series(image.astype(np.int16) * 3, tmp_path / "vols" / "patient1")

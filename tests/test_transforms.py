@@ -8,6 +8,7 @@ from hemseg.transforms import (
     augment,
     content_box,
     from_model_grid,
+    normalize_intensity,
     preprocess,
     to_model_grid,
 )
@@ -34,6 +35,16 @@ def test_preprocess_gives_the_model_input():
 def test_preprocess_ignores_the_intensity_unit():
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     assert torch.allclose(preprocess(image), preprocess(image * 3000 + 100), atol=1e-5)
+
+
+def test_normalize_intensity_maps_percentiles_to_0_and_1():
+    image = np.arange(1000, dtype=np.float32).reshape(25, 40)  # percentiles 0.5/99.5 by linear interpolation
+    lo, hi = 0.005 * 999, 0.995 * 999
+    out = normalize_intensity(image)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    assert out.flat[0] == 0 and out.flat[-1] == 1  # clipped beyond the percentiles
+    assert out.flat[500] == pytest.approx((500 - lo) / (hi - lo), abs=1e-6)
+    assert not normalize_intensity(np.full((4, 4), 7.0)).any()  # a constant image: all zeros
 
 
 @pytest.mark.parametrize("bad", [np.full((8, 8), np.nan), np.zeros((3, 8, 8))])
