@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hemseg.data import label_names, load
+from hemseg.data import label_names, load, select_split
 from hemseg.metrics import overlap_scores
 from hemseg.transforms import from_model_grid, to_model_grid
 from hemseg.volumes import PLANE_AXIS, PLANES, cut, read_volume
@@ -51,11 +51,7 @@ def adjacent_dice(label: np.ndarray, plane: str, index: int) -> float:
 
 def ceilings(folder: Path, split: str | None, sizes: list[int]) -> dict[str, dict[str, dict[str, float]]]:
     """{label: {plane and "overall": {"grid S": Dice_fg, ..., "adjacent slice": Dice_fg, "n_fg": count}}}."""
-    dataset = load(folder)
-    if split is not None:
-        dataset = dataset.filter(lambda s: s == split, input_columns="split")
-        if len(dataset) == 0:
-            raise ValueError(f"the data set has no {split!r} slices")
+    dataset = select_split(load(folder), split)
     cases = json.loads((folder / "dataset.json").read_text())["cases"]
     labels = label_names(dataset)
     plane_names = dataset.features["plane"].names

@@ -170,3 +170,13 @@ def label_names(dataset: datasets.Dataset) -> list[str]:
     return [
         name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image) and name != "image"
     ]
+
+
+def select_split(dataset: datasets.Dataset, split: str | None) -> datasets.Dataset:
+    """The slices of one split (None: all); a ValueError when there are none."""
+    if split is None:
+        return dataset
+    selected = dataset.filter(lambda s: s == split, input_columns="split")
+    if len(selected) == 0:
+        raise ValueError(f"the data set has no {split!r} slices")
+    return selected

@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 from tqdm.auto import tqdm
 
-from hemseg.data import label_names, load
+from hemseg.data import label_names, load, select_split
 from hemseg.files import write_csv
 from hemseg.inference import Segmenter, add_model_options
 from hemseg.metrics import json_ready, slice_metrics, summarize
@@ -41,10 +41,7 @@ def evaluate_dataset(
     progress: bool = True,
 ) -> list[dict]:
     """One ``slice_metrics`` record per slice and label (the labels both model and data have)."""
-    if split is not None:
-        dataset = dataset.filter(lambda s: s == split, input_columns="split")
-        if len(dataset) == 0:
-            raise ValueError(f"the data set has no {split!r} slices")
+    dataset = select_split(dataset, split)
     labels = [label for label in segmenter.labels if label in label_names(dataset)]
     if not labels:
         raise ValueError(f"the model predicts {segmenter.labels}; the data set has masks for {label_names(dataset)}")
