@@ -243,8 +243,7 @@ def case_records(jobs: list[tuple], results: list[tuple[list[dict], dict]]) -> d
     """dataset.json's record per case: its first lesion draw's, with the lesions of further draws under
     ``simulations`` (k = 1, 2, ...)."""
     records: dict[str, dict] = {}
-    for job, (_, record) in zip(jobs, results, strict=True):
-        case, simulation = job[0], job[-1]
+    for (case, *_, simulation), (_, record) in zip(jobs, results, strict=True):
         if simulation == 0:
             records[case] = record
         else:
