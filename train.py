@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import shutil
 import sys
@@ -34,7 +35,15 @@ from hemseg.hub import push_folder
 from hemseg.inference import Segmenter, load_model
 from hemseg.metrics import confusion_counts, json_ready
 from hemseg.model import UNet
-from hemseg.training import TrainingState, epoch_metrics, load_tensors, make_loss, read_log, selection_score
+from hemseg.training import (
+    SELECTION_SCORES,
+    TrainingState,
+    epoch_metrics,
+    load_tensors,
+    make_loss,
+    read_log,
+    selection_score,
+)
 from hemseg.transforms import DEFAULT_PREPROCESSING, NO_AUGMENT, AugmentConfig, augment
 
 
@@ -51,6 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--epochs", type=int, default=70)
     parser.add_argument("--patience", type=int, default=10, help="epochs without improvement before stopping")
+    parser.add_argument(
+        "--select-by",
+        choices=list(SELECTION_SCORES),
+        default="pooled_dice",
+        help="validation score (mean over labels) for the best epoch, early stopping and the learning-rate plateau",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="per process")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--loss", choices=["bce", "bce+dice"], default="bce")
@@ -154,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=0.5, patience=args.patience // 2
     )
-    state = TrainingState()
+    state = TrainingState(args.select_by)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
@@ -163,7 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume_from_checkpoint:
         accelerator.load_state(resolve_checkpoint(args.resume_from_checkpoint, work_dir))
         accelerator.project_configuration.iteration = state.epoch  # next checkpoint gets the next number
-        accelerator.print(f"resumed after epoch {state.epoch} (best validation Dice {state.best_score:.4f})")
+        accelerator.print(
+            f"resumed after epoch {state.epoch} (best validation {state.select_by} {state.best_score:.4f})"
+        )
+        if state.select_by != args.select_by:
+            # Only the log is left of the epochs the old score chose among, so the choice starts again here.
+            if state.epoch >= args.epochs:
+                raise ValueError(
+                    f"this run chose its best epoch by {state.select_by}; to choose by {args.select_by} instead, "
+                    f"resume with --epochs above the {state.epoch} already done"
+                )
+            accelerator.print(f"choosing the best epoch by {args.select_by} from epoch {state.epoch + 1} on")
+            state.select_by, state.best_score, state.best_epoch = args.select_by, -math.inf, state.epoch
+            scheduler.best, scheduler.num_bad_epochs = scheduler.mode_worse, 0
 
     loss_fn, val_loss_fn = make_loss(args.loss), make_loss(args.loss, per_sample=True)
     log = read_log(work_dir / "training_log.csv", state.epoch)
@@ -205,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             **epoch_metrics("val", val_counts, val_planes, labels),
         }
         log.append(row)
-        score = selection_score(row, labels)
+        score = selection_score(row, labels, state.select_by)
         scheduler.step(score)
         state.epoch = epoch + 1
         if score > state.best_score:
@@ -254,7 +281,8 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
         metrics.update(
             best_epoch=state.best_epoch,
             epochs_run=state.epoch,
-            best_val_mean_pooled_dice=state.best_score,
+            selected_by=state.select_by,
+            best_val_score=state.best_score,
             command=command,
             data=str(args.data),
             labels=labels,
@@ -273,7 +301,8 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
                 f"batch {args.batch_size} per process"
                 + (f" of {args.crop_size}x{args.crop_size} windows" if args.crop_size else "")
                 + f", augmentation {'on' if args.augment else 'off'}, seed "
-                f"{args.seed}; best validation mean pooled Dice {state.best_score:.4f} at epoch {state.best_epoch} of "
+                f"{args.seed}; best validation {state.select_by} (mean over labels) {state.best_score:.4f} at epoch "
+                f"{state.best_epoch} of "
                 f"{state.epoch}. Per-epoch log: training_log.csv; curves: training_curves.png."
             ),
             input_size=(args.image_size, args.image_size),

@@ -4,7 +4,7 @@
 
 Each RUN is the ``<output-dir>-checkpoints`` folder that train.py keeps: its ``run.json`` gives the architecture
 and its ``training_log.csv`` the validation scores of every epoch (on the 128x128 model grid). The table shows the
-epoch with the best mean pooled validation Dice, as train.py's early stopping chooses it.
+epoch with the best validation score, as train.py chose it (``--select-by``; mean pooled Dice by default).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def comparison_table(runs: list[str]) -> str:
         settings = json.loads((run / "run.json").read_text())
         labels = settings["labels"].split(",")
         log = read_log(run / "training_log.csv")
-        best = max(log, key=lambda row: selection_score(row, labels))
+        best = max(log, key=lambda row: selection_score(row, labels, settings.get("select_by", "pooled_dice")))
         params = count_parameters(UNet(1, len(labels), settings["base_channels"], settings["depth"], labels=labels))
         seconds = sum(row["seconds"] for row in log) / len(log)
         cells = [

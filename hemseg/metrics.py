@@ -143,6 +143,26 @@ def ssim(pred: np.ndarray, target: np.ndarray) -> float:
     )
 
 
+def contrast_to_noise(image: np.ndarray, mask: np.ndarray, ring: int = 3) -> float:
+    """How much the masked structure stands out from what surrounds it, in units of that surrounding's noise.
+
+    (mean(I in M) - mean(I in R)) / std(I in R), where R is the ring of pixels outside M within ``ring`` pixels
+    of it (8-connected dilation, clipped at the image edge) and std is the population standard deviation.
+    Negative for a structure darker than its surroundings. NaN when M is empty, R is empty or R is flat.
+    Only the truth's own image enters, so the value describes the case, not a model.
+    """
+    mask = as_binary_mask(mask)
+    image = np.asarray(image, dtype=np.float64)
+    if image.shape != mask.shape:
+        raise ValueError(f"image {image.shape} and mask {mask.shape} differ in size")
+    if not mask.any():
+        return math.nan
+    around = image[ndimage.binary_dilation(mask, structure=EIGHT, iterations=ring) & ~mask]
+    if around.size == 0 or around.std() == 0:
+        return math.nan
+    return float((image[mask].mean() - around.mean()) / around.std())
+
+
 def lesion_counts(pred: np.ndarray, target: np.ndarray) -> dict[str, int]:
     """Lesion-wise detection with 8-connected components.
 

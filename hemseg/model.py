@@ -58,10 +58,12 @@ class Up(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
-        # Odd sizes lose a row or column to max-pooling; pad the upsampled map back to the skip's size.
+        # Odd sizes lose a row or column to max-pooling; pad the upsampled map back to the skip's size (only then:
+        # a zero pad still copies the map).
         dy = skip.shape[-2] - x.shape[-2]
         dx = skip.shape[-1] - x.shape[-1]
-        x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        if dx or dy:
+            x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
         return self.conv(torch.cat([skip, x], dim=1))
 
 

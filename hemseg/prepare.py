@@ -13,7 +13,7 @@ import json
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,9 @@ class SamplingConfig:
     # training cases hold 81 lesions in one draw, too few looks to learn from; the anatomy is real in every draw.
     # Validation and test cases keep their one draw, so their slices do not depend on this setting.
     train_simulations: int = 1
+    # Share of typical (bright, textured) lesions in those further draws; None keeps the simulator's. Lower, it
+    # shows a model more of the atypical looks it finds hardest, while the first draw keeps the simulator's mix.
+    train_typical_share: float | None = None
 
 
 def assign_splits(cases: list[str], shares: tuple[float, float, float], seed: int) -> dict[str, str]:
@@ -132,6 +135,8 @@ def prepare_case(
     ``simulation`` k > 0: the k-th further lesion draw of the case, in files named ``<case>_sim<k>_...``.
     """
     volume = read_volume(image_path, label_path)
+    if simulation and sampling.train_typical_share is not None:
+        simulator = replace(simulator, typical_share=sampling.train_typical_share)
     # One generator per case and draw, seeded by the case id: a case looks the same whatever else is prepared
     # with it, and its first draw whatever the number of draws.
     rng = np.random.default_rng([seed, zlib.crc32(case.encode()), *([simulation] if simulation else [])])
@@ -278,6 +283,11 @@ def add_prepare_command(subcommands: argparse._SubParsersAction) -> None:
         default=defaults.train_simulations,
         help="lesion draws per training case, each cut into its own slices (validation and test keep one)",
     )
+    parser.add_argument(
+        "--train-typical-share",
+        type=float,
+        help="share of typical (bright, textured) lesions in the further training draws; default: the simulator's",
+    )
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--preview", metavar="FILE.png", help="also draw sample slices with outlines")
@@ -290,6 +300,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         raise ValueError(f"--split needs three shares that add up to 1, got {args.split!r}")
     if args.train_simulations < 1:
         raise ValueError(f"--train-simulations must be at least 1, got {args.train_simulations}")
+    if args.train_typical_share is not None and not 0 <= args.train_typical_share <= 1:
+        raise ValueError(f"--train-typical-share must be between 0 and 1, got {args.train_typical_share}")
     sampling = SamplingConfig(
         args.slices_per_plane,
         args.lesion_share,
@@ -297,6 +309,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         args.label_margin_mm,
         shares,
         args.train_simulations,
+        args.train_typical_share,
     )
     out = prepare(args.volumes, args.out, args.seed, SimulatorConfig(), sampling, args.overwrite, args.workers)
     with open(out / "manifest.csv") as f:

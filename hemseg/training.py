@@ -119,21 +119,37 @@ def read_log(path: Path, epochs: float = math.inf) -> list[dict]:
     return [{**row, "epoch": int(row["epoch"])} for row in rows if row["epoch"] <= epochs]
 
 
-def selection_score(row: dict, labels: list[str]) -> float:
-    """What early stopping and the best epoch go by: the mean validation pooled Dice over the labels."""
-    return sum(float(row[f"val_{label}_all_dice"]) for label in labels) / len(labels)
+# Validation scores the best epoch can be chosen by, and their training_log.csv column per label.
+SELECTION_SCORES = {
+    "pooled_dice": "all_dice",  # the paper's: Dice of the pixel counts pooled over all slices
+    "dice_fg": "all_dice_fg",  # mean Dice over the slices with the label: small and faint ones weigh in full
+}
+
+
+def selection_score(row: dict, labels: list[str], select_by: str = "pooled_dice") -> float:
+    """What early stopping, the plateau scheduler and the best epoch go by: the mean over the labels of the
+    validation score ``select_by`` (a key of ``SELECTION_SCORES``)."""
+    column = SELECTION_SCORES[select_by]
+    return sum(float(row[f"val_{label}_{column}"]) for label in labels) / len(labels)
 
 
 class TrainingState:
     """Epoch and early-stopping bookkeeping, saved and restored with Accelerate's checkpoints."""
 
-    def __init__(self) -> None:
+    def __init__(self, select_by: str = "pooled_dice") -> None:
         self.epoch = 0  # epochs completed
         self.best_score = -math.inf
         self.best_epoch = 0
+        self.select_by = select_by
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "best_score": self.best_score, "best_epoch": self.best_epoch}
+        return {
+            "epoch": self.epoch,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "select_by": self.select_by,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.best_score, self.best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
+        self.select_by = state.get("select_by", "pooled_dice")  # checkpoints from before the choice existed

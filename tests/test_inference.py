@@ -1,4 +1,5 @@
 import csv
+import math
 import os
 import shutil
 
@@ -12,8 +13,10 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from hemseg import Segmenter
+from hemseg.evaluate import contrast_table
 from hemseg.hub import push_folder
 from hemseg.inference import parse_model_spec
+from hemseg.metrics import contrast_to_noise, slice_metrics
 from hemseg.transforms import from_model_grid, preprocess
 
 
@@ -173,6 +176,34 @@ def test_evaluate_command_reports_per_label_and_plane(trained_model, tiny_slices
     with open(tmp_path / "r" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["label"], r["plane"]) for r in rows} >= {("hemangioma", "axial"), ("vertebral_body", "overall")}
+    # Each slice's contrast column describes its truth on the image as read, whatever the model predicted.
+    with open(tmp_path / "r" / "per_slice.csv") as f:
+        slices = list(csv.DictReader(f))
+    for row in slices[:40]:
+        image = np.asarray(Image.open(tiny_slices / row["file"]))
+        truth = np.asarray(Image.open(tiny_slices / row["file"].replace(".png", f"_{row['label']}.png"))) > 0
+        expected = contrast_to_noise(image, truth)
+        assert math.isnan(expected) if math.isnan(float(row["contrast"])) else float(row["contrast"]) == expected
+    assert any(not math.isnan(float(row["contrast"])) for row in slices[:40])
+    assert "| Contrast-to-noise of the truth |" in result.stdout
+
+
+def test_contrast_table_bins_slices_with_truth():
+    def record(contrast: float, tp: int, fn: int, fp: int = 0) -> dict:
+        truth, pred = np.zeros(256, bool), np.zeros(256, bool)
+        truth[: tp + fn] = pred[:tp] = True
+        pred[200 : 200 + fp] = True
+        metrics = slice_metrics(pred.reshape(16, 16), truth.reshape(16, 16))
+        return {**metrics, "contrast": contrast, "label": "hemangioma"}
+
+    records = [record(-3.0, 0, 10), record(0.5, 5, 5), record(0.9, 10, 0, fp=10), record(6.0, 8, 2)]
+    records += [record(math.nan, 1, 1), record(6.0, 0, 0, fp=3)]  # no surroundings; no truth: both left out
+    lines = contrast_table(records, "hemangioma").splitlines()
+    assert lines[2:] == [
+        "| < -2 | 1 | 0.000 | 0.000 | n/a | 0.000 |",
+        "| 0 to 1 | 2 | 0.667 | 0.750 | 0.600 | 1.000 |",
+        "| >= 4 | 1 | 0.889 | 0.800 | 1.000 | 1.000 |",
+    ]
 
 
 class RecordingApi:

@@ -9,6 +9,7 @@ from skimage.metrics import structural_similarity
 
 from hemseg.metrics import (
     confusion_counts,
+    contrast_to_noise,
     json_ready,
     scores_from_counts,
     slice_metrics,
@@ -232,3 +233,40 @@ def test_batched_torch_counts_give_the_same_numbers():
     summary = summarize([{**slice_metrics(preds[b, 0], targets[b, 0]), "plane": "x"} for b in range(6)])["overall"]
     for key in ("dice", "iou", "precision", "recall"):
         assert float(pooled[key]) == pytest.approx(summary[f"pooled_{key}"])
+
+
+def checkerboard_with_square(value: float, size: int = 20, top: int = 8, side: int = 4):
+    """Background of 0 and 2 in a checkerboard (mean 1, std 1 over any even-sided patch) with a flat square."""
+    image = (np.indices((size, size)).sum(0) % 2 * 2).astype(float)
+    mask = square(size, top, top, side)
+    image[mask] = value
+    return image, mask
+
+
+def test_contrast_to_noise_of_a_square_on_a_checkerboard():
+    # The ring is the square grown by 3 px on every side, minus the square: 10x10 - 4x4 pixels, half 0, half 2.
+    image, mask = checkerboard_with_square(5.0)
+    assert contrast_to_noise(image, mask) == pytest.approx((5 - 1) / 1)
+    image, mask = checkerboard_with_square(-1.0)
+    assert contrast_to_noise(image, mask) == pytest.approx(-2.0)  # darker than its surroundings
+    ring = np.zeros_like(mask)
+    ring[7:13, 7:13] = True  # grown by 1 px only
+    ring &= ~mask
+    expected = (5 - image[ring].mean()) / image[ring].std()
+    image, mask = checkerboard_with_square(5.0)
+    assert contrast_to_noise(image, mask, ring=1) == pytest.approx(expected)
+
+
+def test_contrast_to_noise_edge_cases():
+    image, mask = checkerboard_with_square(5.0, top=0)  # square in the corner: the ring is cut by the edge
+    ring = np.zeros_like(mask)
+    ring[:7, :7] = True
+    ring &= ~mask
+    assert contrast_to_noise(image, mask) == pytest.approx((5 - image[ring].mean()) / image[ring].std())
+    assert math.isnan(contrast_to_noise(image, np.zeros_like(mask)))  # no truth
+    flat = np.ones((20, 20))
+    flat[mask] = 3
+    assert math.isnan(contrast_to_noise(flat, mask))  # surroundings without noise
+    assert math.isnan(contrast_to_noise(np.ones((4, 4)), np.ones((4, 4), bool)))  # nothing around it
+    with pytest.raises(ValueError, match="differ in size"):
+        contrast_to_noise(np.ones((5, 5)), mask)

@@ -131,6 +131,28 @@ def test_more_lesion_draws_for_training_cases_only(tmp_path):
     assert bad.returncode == 2 and "--train-simulations" in bad.stderr
 
 
+def test_further_draws_can_favour_atypical_lesions(tmp_path):
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    for i in range(4):
+        write_case(folder, f"src_{i:02d}", seed=i)
+    split = (0.5, 0.25, 0.25)
+    one = prepare([folder], tmp_path / "one", seed=5, simulator=SOME_LESIONS, sampling=SamplingConfig(split=split))
+    sampling = SamplingConfig(split=split, train_simulations=3, train_typical_share=0.0)
+    favoured = prepare([folder], tmp_path / "atypical", seed=5, simulator=SOME_LESIONS, sampling=sampling)
+    for row in manifest(one):  # first draws, and so validation and test, are the simulator's as before
+        assert (one / row["file"]).read_bytes() == (favoured / row["file"]).read_bytes()
+    description = json.loads((favoured / "dataset.json").read_text())
+    assert description["sampling"]["train_typical_share"] == 0.0
+    first = [lesion for r in description["cases"].values() for lesion in r["lesions"]]
+    further = [lesion for r in description["cases"].values() for draw in r.get("simulations", []) for lesion in draw]
+    assert len(further) >= 4 and {lesion["kind"] for lesion in further} == {"atypical"}  # 2 cases x 2 draws
+    assert "typical" in {lesion["kind"] for lesion in first}
+    args = ["-m", "hemseg", "prepare", str(folder), str(tmp_path / "x"), "--train-typical-share", "1.5"]
+    bad = run(args, check=False)
+    assert bad.returncode == 2 and "--train-typical-share must be between 0 and 1" in bad.stderr
+
+
 def test_dicom_series_with_label_gives_16_bit_slices(tmp_path):
     image, label = synthetic_ras()
     series = write_dicom_series(image.astype(np.int16) * 3, tmp_path / "vols" / "patient1")

@@ -145,6 +145,26 @@ def test_interrupted_run_resumes_at_the_right_epoch(tmp_path, tiny_slices):
     assert UNet.from_pretrained(out).labels == ["vertebral_body", "hemangioma"]
 
 
+def test_best_epoch_by_dice_fg_and_a_new_choice_on_resume(tmp_path, tiny_slices):
+    out = tmp_path / "fg"
+    args = [*TINY_TRAINING, "--data", str(tiny_slices), "--output-dir", str(out), "--patience", "10"]
+    run_train([*args, "--epochs", "3", "--select-by", "dice_fg"])
+    log = read_log(out)
+    scores = [(float(r["val_vertebral_body_all_dice_fg"]) + float(r["val_hemangioma_all_dice_fg"])) / 2 for r in log]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["selected_by"] == "dice_fg" and metrics["best_epoch"] == scores.index(max(scores)) + 1
+    assert metrics["best_val_score"] == pytest.approx(max(scores))
+    # Resumed with the other score: the weights of the earlier epochs are gone, so the choice starts afresh.
+    resume = [*args, "--resume-from-checkpoint", "latest"]
+    resumed = run_train([*resume, "--epochs", "4", "--select-by", "pooled_dice"])
+    assert "choosing the best epoch by pooled_dice from epoch 4 on" in resumed.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["selected_by"] == "pooled_dice" and metrics["best_epoch"] == 4 and metrics["epochs_run"] == 4
+    # Switching back with no epoch left to choose from would call an epoch best that no score chose.
+    refused = run_train([*resume, "--epochs", "4", "--select-by", "dice_fg"], check=False)
+    assert refused.returncode == 2 and "resume with --epochs above the 4 already done" in refused.stderr
+
+
 def test_bad_data_is_explained(tmp_path, tiny_slices):
     result = run_train(["--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")], check=False)
     assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
