@@ -100,14 +100,22 @@ def test_every_slice_of_a_case_has_the_case_split(tmp_path):
     assert sorted(split_of.values()).count("train") == 2
 
 
-def test_more_lesion_draws_for_training_cases_only(tmp_path):
+DRAW_SPLIT = (0.5, 0.25, 0.25)
+
+
+def four_cases_one_draw(tmp_path: Path) -> tuple[Path, Path]:
+    """Four synthetic volumes (2 train, 1 val, 1 test case) and the slice folder of their single lesion draw."""
     folder = tmp_path / "volumes"
     folder.mkdir()
     for i in range(4):
         write_case(folder, f"src_{i:02d}", seed=i)
-    split = (0.5, 0.25, 0.25)
-    one = prepare([folder], tmp_path / "one", seed=5, simulator=SOME_LESIONS, sampling=SamplingConfig(split=split))
-    sampling = SamplingConfig(split=split, train_simulations=3)
+    sampling = SamplingConfig(split=DRAW_SPLIT)
+    return folder, prepare([folder], tmp_path / "one", seed=5, simulator=SOME_LESIONS, sampling=sampling)
+
+
+def test_more_lesion_draws_for_training_cases_only(tmp_path):
+    folder, one = four_cases_one_draw(tmp_path)
+    sampling = SamplingConfig(split=DRAW_SPLIT, train_simulations=3)
     three = prepare([folder], tmp_path / "three", seed=5, simulator=SOME_LESIONS, sampling=sampling)
     rows_one, rows_three = manifest(one), manifest(three)
     # Every slice of the single-draw folder is there again, byte for byte: validation and test do not change.
@@ -132,13 +140,8 @@ def test_more_lesion_draws_for_training_cases_only(tmp_path):
 
 
 def test_further_draws_can_favour_atypical_lesions(tmp_path):
-    folder = tmp_path / "volumes"
-    folder.mkdir()
-    for i in range(4):
-        write_case(folder, f"src_{i:02d}", seed=i)
-    split = (0.5, 0.25, 0.25)
-    one = prepare([folder], tmp_path / "one", seed=5, simulator=SOME_LESIONS, sampling=SamplingConfig(split=split))
-    sampling = SamplingConfig(split=split, train_simulations=3, train_typical_share=0.0)
+    folder, one = four_cases_one_draw(tmp_path)
+    sampling = SamplingConfig(split=DRAW_SPLIT, train_simulations=3, train_typical_share=0.0)
     favoured = prepare([folder], tmp_path / "atypical", seed=5, simulator=SOME_LESIONS, sampling=sampling)
     for row in manifest(one):  # first draws, and so validation and test, are the simulator's as before
         assert (one / row["file"]).read_bytes() == (favoured / row["file"]).read_bytes()
