@@ -36,6 +36,7 @@ from hemseg.inference import Segmenter, load_model
 from hemseg.metrics import confusion_counts, json_ready
 from hemseg.model import UNet
 from hemseg.training import (
+    DEFAULT_SELECTION,
     SELECTION_SCORES,
     TrainingState,
     epoch_metrics,
@@ -63,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--select-by",
         choices=list(SELECTION_SCORES),
-        default="pooled_dice",
+        default=DEFAULT_SELECTION,
         help="validation score (mean over labels) for the best epoch, early stopping and the learning-rate plateau",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="per process")

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from hemseg.model import UNet, count_parameters
-from hemseg.training import read_log, selection_score
+from hemseg.training import DEFAULT_SELECTION, read_log, selection_score
 
 
 def comparison_table(runs: list[str]) -> str:
@@ -24,7 +24,7 @@ def comparison_table(runs: list[str]) -> str:
         settings = json.loads((run / "run.json").read_text())
         labels = settings["labels"].split(",")
         log = read_log(run / "training_log.csv")
-        best = max(log, key=lambda row: selection_score(row, labels, settings.get("select_by", "pooled_dice")))
+        best = max(log, key=lambda row: selection_score(row, labels, settings.get("select_by", DEFAULT_SELECTION)))
         params = count_parameters(UNet(1, len(labels), settings["base_channels"], settings["depth"], labels=labels))
         seconds = sum(row["seconds"] for row in log) / len(log)
         cells = [

@@ -135,8 +135,6 @@ def prepare_case(
     ``simulation`` k > 0: the k-th further lesion draw of the case, in files named ``<case>_sim<k>_...``.
     """
     volume = read_volume(image_path, label_path)
-    if simulation and sampling.train_typical_share is not None:
-        simulator = replace(simulator, typical_share=sampling.train_typical_share)
     # One generator per case and draw, seeded by the case id: a case looks the same whatever else is prepared
     # with it, and its first draw whatever the number of draws.
     rng = np.random.default_rng([seed, zlib.crc32(case.encode()), *([simulation] if simulation else [])])
@@ -211,9 +209,12 @@ def prepare(
             f"none found for: {', '.join(unlabeled)} (expected <case>_label.nii.gz beside it)"
         )
     splits = assign_splits([case for case, _, _ in found], sampling.split, seed)
+    further = simulator  # the simulator of the further training draws (k > 0)
+    if sampling.train_typical_share is not None:
+        further = replace(simulator, typical_share=sampling.train_typical_share)
     with atomic_folder(out) as tmp:
         jobs = [
-            (case, image, label, tmp, splits[case], seed, simulator, sampling, k)
+            (case, image, label, tmp, splits[case], seed, further if k else simulator, sampling, k)
             for case, image, label in found
             for k in range(sampling.train_simulations if splits[case] == "train" else 1)
         ]

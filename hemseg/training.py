@@ -124,9 +124,10 @@ SELECTION_SCORES = {
     "pooled_dice": "all_dice",  # the paper's: Dice of the pixel counts pooled over all slices
     "dice_fg": "all_dice_fg",  # mean Dice over the slices with the label: small and faint ones weigh in full
 }
+DEFAULT_SELECTION = "pooled_dice"
 
 
-def selection_score(row: dict, labels: list[str], select_by: str = "pooled_dice") -> float:
+def selection_score(row: dict, labels: list[str], select_by: str = DEFAULT_SELECTION) -> float:
     """What early stopping, the plateau scheduler and the best epoch go by: the mean over the labels of the
     validation score ``select_by`` (a key of ``SELECTION_SCORES``)."""
     column = SELECTION_SCORES[select_by]
@@ -136,7 +137,7 @@ def selection_score(row: dict, labels: list[str], select_by: str = "pooled_dice"
 class TrainingState:
     """Epoch and early-stopping bookkeeping, saved and restored with Accelerate's checkpoints."""
 
-    def __init__(self, select_by: str = "pooled_dice") -> None:
+    def __init__(self, select_by: str = DEFAULT_SELECTION) -> None:
         self.epoch = 0  # epochs completed
         self.best_score = -math.inf
         self.best_epoch = 0
@@ -152,4 +153,4 @@ class TrainingState:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.best_score, self.best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
-        self.select_by = state.get("select_by", "pooled_dice")  # checkpoints from before the choice existed
+        self.select_by = state.get("select_by", DEFAULT_SELECTION)  # checkpoints from before the choice existed
