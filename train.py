@@ -6,7 +6,8 @@
 
 Defaults follow the paper: UNet with 64 base filters, Adam at lr 1e-4, binary cross-entropy, up to 70 epochs with
 early stopping on the validation pooled Dice, 128x128 inputs. Checkpoints go to <output-dir>-checkpoints after
-every epoch; the finished model folder is written to a temporary folder and renamed to <output-dir> at the end.
+every epoch (or every N: ``--checkpoint-every``); the finished model folder is written to a temporary folder and
+renamed to <output-dir> at the end.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from hemseg.calibrate import choose_seeds, seed_table
 from hemseg.card import write_model_card
 from hemseg.data import label_names, load
 from hemseg.evaluate import evaluate_dataset, summarize_by_label, write_report
@@ -67,6 +69,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_SELECTION,
         help="validation score (mean over labels) for the best epoch, early stopping and the learning-rate plateau",
     )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="save a resumable checkpoint every N epochs, after each new best epoch and at the end; a resume "
+        "repeats the epochs since the last one (short GPU epochs would otherwise spend much of their time saving)",
+    )
+    parser.add_argument(
+        "--choose-seed-thresholds",
+        metavar="LABELS",
+        help="comma-separated labels: after training, keep a predicted component of each only where it reaches the "
+        "seed threshold of highest validation pooled Dice (hemseg.calibrate), saved in config.json",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="per process")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--loss", choices=["bce", "bce+dice"], default="bce")
@@ -82,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id")
+    args.seed_labels = args.choose_seed_thresholds.split(",") if args.choose_seed_thresholds else []
+    unknown = set(args.seed_labels) - set(args.labels.split(","))
+    if unknown:
+        parser.error(f"--choose-seed-thresholds names {sorted(unknown)}, which --labels does not")
+    if args.checkpoint_every < 1:
+        parser.error("--checkpoint-every must be at least 1")
     step = 2**args.depth  # the U-Net's poolings halve a window that many times
     if args.crop_size and not (step <= args.crop_size <= args.image_size and args.crop_size % step == 0):
         parser.error(f"--crop-size must be a multiple of {step} between {step} and --image-size")
@@ -127,6 +149,7 @@ def resolve_checkpoint(name: str, work_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
     work_dir = Path(f"{args.output_dir}-checkpoints")
@@ -156,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             ) from err
     if accelerator.is_main_process:  # what this run trains, for people and for `python -m hemseg compare`
         work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / "run.json").write_text(json.dumps({k: v for k, v in vars(args).items() if k != "argv"}, indent=1))
+        (work_dir / "run.json").write_text(
+            json.dumps({k: v for k, v in vars(args).items() if k not in ("argv", "seed_labels")}, indent=1)
+        )
     data = load_tensors(dataset, labels, preprocessing, progress=accelerator.is_local_main_process)
     data = data.to(accelerator.device)  # the whole set stays resident: no loader workers, no per-batch decoding
+    accelerator.print(f"{len(data.splits)} slices on {accelerator.device} after {time.perf_counter() - started:.1f} s")
     train_idx = torch.from_numpy((data.splits == "train").nonzero()[0])
     val_idx = torch.from_numpy((data.splits == "val").nonzero()[0])
     if len(train_idx) == 0 or len(val_idx) == 0:
@@ -178,7 +204,6 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.register_for_checkpointing(scheduler, state)
     if args.resume_from_checkpoint:
         accelerator.load_state(resolve_checkpoint(args.resume_from_checkpoint, work_dir))
-        accelerator.project_configuration.iteration = state.epoch  # next checkpoint gets the next number
         accelerator.print(
             f"resumed after epoch {state.epoch} (best validation {state.select_by} {state.best_score:.4f})"
         )
@@ -236,19 +261,28 @@ def main(argv: list[str] | None = None) -> int:
         score = selection_score(row, labels, state.select_by)
         scheduler.step(score)
         state.epoch = epoch + 1
-        if score > state.best_score:
+        improved = score > state.best_score
+        if improved:
             state.best_score, state.best_epoch = score, epoch + 1
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 accelerator.unwrap_model(model).save_pretrained(work_dir / "best")
         if accelerator.is_main_process:  # the log first: a checkpoint never lacks its log rows
             write_csv(work_dir / "training_log.csv", log)
-        accelerator.save_state()
+        stop = state.epoch - state.best_epoch >= args.patience
+        timing = f"{row['seconds']:.1f} s"
+        # A new best epoch is always saved, so the best weights on disk belong to the checkpoint's best epoch.
+        if improved or stop or state.epoch == args.epochs or state.epoch % args.checkpoint_every == 0:
+            saving = time.perf_counter()
+            accelerator.project_configuration.iteration = epoch  # checkpoint_<k> holds epoch k + 1
+            accelerator.save_state()
+            timing += f", checkpoint {time.perf_counter() - saving:.1f} s"
         accelerator.print(
             f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, val pooled Dice "
             + ", ".join(f"{label} {row[f'val_{label}_all_dice']:.4f}" for label in labels)
+            + f" ({timing})"
         )
-        if state.epoch - state.best_epoch >= args.patience:
+        if stop:
             accelerator.print(f"early stop: no improvement for {args.patience} epochs")
             break
 
@@ -263,9 +297,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: TrainingState, device) -> None:
     """Evaluate the best weights and assemble the model folder; renamed into place only when complete."""
-    segmenter = Segmenter(UNet.from_pretrained(work_dir / "best"), str(output_dir), device)
+    started = time.perf_counter()
+    model, seed_rows = UNet.from_pretrained(work_dir / "best"), []
+    if args.seed_labels:  # chosen on the validation cases, like the best epoch; the test cases stay unseen
+        seed_rows = seed_table(Segmenter(model, str(output_dir), device), dataset, "val", progress=False)
+        chosen = {label: seed for label, seed in choose_seeds(seed_rows).items() if label in args.seed_labels}
+        model = UNet.from_pretrained(work_dir / "best", seed_thresholds=chosen)
+        print(f"seed thresholds (highest validation pooled Dice): {chosen or 'none'}")
     with atomic_folder(output_dir) as tmp:
-        shutil.copytree(work_dir / "best", tmp, dirs_exist_ok=True)
+        model.save_pretrained(tmp)
+        segmenter = Segmenter(model, str(output_dir), device)
         shutil.copy(work_dir / "training_log.csv", tmp / "training_log.csv")
         training_curves(log, labels, tmp / "training_curves.png")
         splits = [s for s in ("val", "test") if s in set(dataset["split"])]
@@ -284,6 +325,8 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
             epochs_run=state.epoch,
             selected_by=state.select_by,
             best_val_score=state.best_score,
+            seed_thresholds=model.seed_thresholds,
+            seed_threshold_table=seed_rows,
             command=command,
             data=str(args.data),
             labels=labels,
@@ -305,10 +348,17 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
                 f"{args.seed}; best validation {state.select_by} (mean over labels) {state.best_score:.4f} at epoch "
                 f"{state.best_epoch} of "
                 f"{state.epoch}. Per-epoch log: training_log.csv; curves: training_curves.png."
+                + (
+                    f" Seed thresholds {model.seed_thresholds}: a predicted component of these labels is kept only "
+                    "where its probability reaches the seed somewhere, chosen for the highest validation pooled "
+                    "Dice (table: `seed_threshold_table` in metrics.json); the scores above include them."
+                    if model.seed_thresholds
+                    else ""
+                )
             ),
             input_size=(args.image_size, args.image_size),
         )
-    print(f"model folder written: {output_dir}")
+    print(f"model folder written: {output_dir} (evaluated and written in {time.perf_counter() - started:.0f} s)")
 
 
 def data_note(data: str) -> str:

@@ -7,8 +7,8 @@ Each variant runs in a fresh process (so peak resident memory is its own) on the
   slice for the bundled model (``Segmenter.window``);
 - the plain fp32 eager forward pass alone on that input (median);
   (the end-to-end and batch columns go through ``Segmenter``, which windows every model, the paper's too);
-- end-to-end latency for one slice through ``Segmenter.predict`` (read array -> preprocess -> model -> resize
-  back -> threshold), median and 95th percentile;
+- end-to-end latency for one slice through ``Segmenter.predict`` and its masks (read array -> preprocess -> model
+  -> resize back -> threshold, with the seed thresholds the model has), median and 95th percentile;
 - batch throughput: ``Segmenter.probabilities`` on 32 slices, slices/s;
 - training throughput: forward, backward and Adam step at batch 16, 128x128, samples/s (fp32 eager, or bf16
   autocast with channels-last memory for the bf16 variants, compiled with torch.compile where named);
@@ -101,7 +101,7 @@ def measure(name: str, device: torch.device, quick: bool) -> dict:
         model.eval()(x)
     with torch.inference_mode():
         forward = timed(lambda: synchronized(model(x), device), 5 if quick else 20)
-        latency = timed(lambda: segmenter.predict(image), 10 if quick else 50)
+        latency = timed(lambda: segmenter.predict(image).masks, 10 if quick else 50)  # masks are made on demand
         batch = timed(lambda: segmenter.probabilities([image] * 32, batch_size=32), 2 if quick else 5, warmup=1)
     train = training_throughput(model, device, precision, 2 if quick or which == "paper" else 10, compiled)
     return {

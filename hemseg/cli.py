@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from hemseg import __version__
 from hemseg.bench import add_bench_command
+from hemseg.calibrate import add_calibrate_command
 from hemseg.ceilings import add_ceilings_command
 from hemseg.compare import add_compare_command
 from hemseg.evaluate import add_evaluate_command
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_command(subcommands)
     add_bench_command(subcommands)
     add_ceilings_command(subcommands)
+    add_calibrate_command(subcommands)
     return parser
 
 

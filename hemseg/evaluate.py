@@ -55,7 +55,7 @@ def evaluate_dataset(
         for i, p in enumerate(probs):
             spacing = tuple(float(s) for s in batch["spacing"][i])
             for label in labels:
-                pred = p[segmenter.labels.index(label)] >= segmenter.model.threshold
+                pred = segmenter.mask(p, label)
                 truth = batch[label][i] > 0
                 record = slice_metrics(pred, truth, spacing)
                 record.update(

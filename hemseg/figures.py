@@ -54,7 +54,7 @@ def best_worst_grid(records: list[dict], dataset, segmenter, out: Path, label: s
     probs = segmenter.probabilities([e["image"] for e in examples]) if examples else []
     for ax_row, record, example, p in zip(axes, chosen, examples, probs, strict=False):
         truth = example[label] > 0
-        pred = p[segmenter.labels.index(label)] >= segmenter.model.threshold
+        pred = segmenter.mask(p, label)
         panels = (example["image"], truth, pred, error_map(pred, truth))
         titles = (f"{record['file']}", "truth", "prediction", f"error  Dice {record['dice']:.2f}")
         for ax, panel, title in zip(ax_row, panels, titles, strict=True):

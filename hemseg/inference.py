@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -26,6 +26,22 @@ LOAD_ERRORS = (OSError, ValueError, HfHubHTTPError)
 logger = logging.getLogger(__name__)
 
 
+def cut(probability: np.ndarray, threshold: float, seed: float | None = None) -> np.ndarray:
+    """The mask ``probability >= threshold``; with ``seed``, only those of its 8-connected components whose highest
+    probability reaches ``seed`` (hysteresis thresholding).
+
+    A seed removes the weak, isolated false alarms and keeps every pixel of a confident lesion down to
+    ``threshold``. Components are 8-connected and the comparisons inclusive, as ``hemseg.metrics`` counts lesions
+    (``skimage.filters.apply_hysteresis_threshold`` uses 4-connected ones and strict comparisons).
+    """
+    mask = probability >= threshold
+    if seed is None or seed <= threshold or not mask.any():
+        return mask
+    components, n = ndimage.label(mask, structure=EIGHT)
+    peaks = ndimage.maximum(probability, components, index=np.arange(1, n + 1))
+    return np.concatenate([[False], peaks >= seed])[components]
+
+
 @dataclass
 class Prediction:
     """Per-label probability maps and masks at the input's size, with the numbers users ask for."""
@@ -33,10 +49,11 @@ class Prediction:
     probabilities: dict[str, np.ndarray]
     threshold: float
     spacing: tuple[float, float] | None = None
+    seeds: dict[str, float] = field(default_factory=dict)  # the model's seed thresholds, per label
 
     @cached_property
     def masks(self) -> dict[str, np.ndarray]:
-        return {label: p >= self.threshold for label, p in self.probabilities.items()}
+        return {label: cut(p, self.threshold, self.seeds.get(label)) for label, p in self.probabilities.items()}
 
     @property
     def area_unit(self) -> str:
@@ -53,7 +70,7 @@ class Prediction:
 
     def with_threshold(self, threshold: float) -> Prediction:
         """The same probabilities cut at another threshold, without running the model again."""
-        return Prediction(self.probabilities, threshold, self.spacing)
+        return Prediction(self.probabilities, threshold, self.spacing, self.seeds)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +184,11 @@ class Segmenter:
                 out.append(from_model_grid(p[None], image.shape)[0].numpy())
         return out
 
+    def mask(self, probabilities: np.ndarray, label: str) -> np.ndarray:
+        """One label's mask from a (labels, H, W) result of ``probabilities``, with the model's thresholds."""
+        probability = probabilities[self.labels.index(label)]
+        return cut(probability, self.model.threshold, self.model.seed_thresholds.get(label))
+
     def window(self, shape: tuple[int, int], size: tuple[int, int]) -> tuple[slice, slice]:
         """The part of the model grid that holds an image of ``shape``, a multiple of 2**depth on each side."""
         return content_box(shape, size, 2**self.model.depth)
@@ -179,4 +201,5 @@ class Segmenter:
             spacing = spacing or image.spacing
             image = image.pixels
         probs = self.probabilities([np.asarray(image)], tta=tta)[0]
-        return Prediction(dict(zip(self.labels, probs, strict=True)), self.model.threshold, spacing)
+        probabilities = dict(zip(self.labels, probs, strict=True))
+        return Prediction(probabilities, self.model.threshold, spacing, self.model.seed_thresholds)

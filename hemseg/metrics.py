@@ -176,6 +176,26 @@ def lesion_counts(pred: np.ndarray, target: np.ndarray) -> dict[str, int]:
     return {"lesion_tp": int(detected), "lesion_fn": int(n_g - detected), "lesion_fp": int(n_p - confirmed)}
 
 
+def overlap_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """The counting part of ``slice_metrics`` (no SSIM, HD95 or NSD) for two boolean masks of one shape: pixel
+    counts ``tp fp fn tn``, their overlap scores, accuracy, f1 and the lesion counts."""
+    tp = int(np.count_nonzero(pred & target))
+    fp = int(np.count_nonzero(pred & ~target))
+    fn = int(np.count_nonzero(~pred & target))
+    tn = int(pred.size - tp - fp - fn)
+    scores = overlap_scores(tp, fp, fn)
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        **scores,
+        "accuracy": (tp + tn) / pred.size,
+        "f1": scores["dice"],
+        **lesion_counts(pred, target),
+    }
+
+
 def slice_metrics(
     pred: np.ndarray | torch.Tensor,
     target: np.ndarray | torch.Tensor,
@@ -192,23 +212,11 @@ def slice_metrics(
     if p.shape != g.shape:
         raise ValueError(f"prediction {p.shape} and ground truth {g.shape} differ in size")
     spacing = (float(spacing[0]), float(spacing[1]))
-    tp = int(np.count_nonzero(p & g))
-    fp = int(np.count_nonzero(p & ~g))
-    fn = int(np.count_nonzero(~p & g))
-    tn = int(p.size - tp - fp - fn)
-    scores = overlap_scores(tp, fp, fn)
     return {
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "tn": tn,
-        **scores,
-        "accuracy": (tp + tn) / p.size,
-        "f1": scores["dice"],
+        **overlap_metrics(p, g),
         "ssim": ssim(p, g),
         "hd95": hd95(p, g, spacing),
         "nsd": nsd(p, g, spacing, nsd_tolerance),
-        **lesion_counts(p, g),
     }
 
 

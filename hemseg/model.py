@@ -90,7 +90,9 @@ class UNet(
     """U-Net returning one logit map per label, for any input height and width.
 
     Everything passed to the constructor lands in ``config.json`` when the model is saved, so the
-    preprocessing contract (``preprocessing``), the label names and the threshold travel with the weights.
+    preprocessing contract (``preprocessing``), the label names, the threshold and the seed thresholds (per label: a
+    predicted component is kept only where its probability reaches the seed somewhere; see
+    ``hemseg.inference.cut``) travel with the weights.
     Loading with ``from_pretrained`` is strict: missing, unexpected or mis-shaped tensors raise
     ``CheckpointMismatchError``.
     """
@@ -104,6 +106,7 @@ class UNet(
         labels: list[str] | None = None,
         threshold: float = 0.5,
         preprocessing: dict[str, Any] | None = None,
+        seed_thresholds: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         if labels is None:
@@ -114,10 +117,18 @@ class UNet(
         self.out_channels = out_channels
         self.labels = list(labels)
         self.threshold = threshold
+        self.seed_thresholds = dict(seed_thresholds or {})
+        unknown = set(self.seed_thresholds) - set(self.labels)
+        if unknown:
+            raise ValueError(f"seed thresholds for {sorted(unknown)}, which are not among the labels {self.labels}")
+        if not all(0 < seed <= 1 for seed in self.seed_thresholds.values()):
+            raise ValueError(f"seed thresholds must be probabilities above 0 and at most 1: {self.seed_thresholds}")
         self.depth = depth
         self.preprocessing = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
         # The mixin writes the arguments as passed; store the resolved values so config.json is self-contained.
-        self._hub_mixin_config.update(labels=self.labels, preprocessing=self.preprocessing)
+        self._hub_mixin_config.update(
+            labels=self.labels, preprocessing=self.preprocessing, seed_thresholds=self.seed_thresholds
+        )
 
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.inc = DoubleConv(in_channels, widths[0])

@@ -164,9 +164,12 @@ class App:
         downloads = write_downloads(result, prediction, rows)
         plane = result.plane or "unknown (choose one for the metrics table)"
         area_unit = "mm²" if prediction.spacing else "px² (no pixel spacing in the file)"
+        seed = prediction.seeds.get(LESION)
+        kept = f" (a lesion is kept where some pixel reaches {seed:g})" if seed and seed > threshold else ""
         summary = (
             f"**{result.name}**: plane {plane}; {len(rows)} lesion(s); hemangioma area "
-            f"{prediction.area(LESION):.1f} {area_unit}; threshold {threshold:.2f}; model {self.segmenter.source}."
+            f"{prediction.area(LESION):.1f} {area_unit}; threshold {threshold:.2f}{kept}; "
+            f"model {self.segmenter.source}."
             if LESION in prediction.masks
             else f"**{result.name}**: plane {plane}; model {self.segmenter.source}."
         )
@@ -227,8 +230,8 @@ class App:
         lines = []
         files = []
         voxel_ml = float(np.prod(upload.spacing)) / 1000
-        for c, label in enumerate(self.segmenter.labels):
-            stack = np.stack([p[c] >= self.segmenter.model.threshold for p in probs])  # (n, rows, cols)
+        for label in self.segmenter.labels:
+            stack = np.stack([self.segmenter.mask(p, label) for p in probs])  # (n, rows, cols)
             volume = uncut(stack, plane).astype(np.uint8)
             path = out / f"{upload.path.name.split('.')[0]}_{label}.nii.gz"
             nib.save(nib.Nifti1Image(volume, upload.affine), path)

@@ -6,12 +6,13 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from conftest import EXAMPLE, EXAMPLES, synthetic_ras
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from hemseg import webapp
+from hemseg import Segmenter, UNet, webapp
 from hemseg.inference import Prediction
 from hemseg.volumes import cut
 from hemseg.webapp import lesion_rows
@@ -121,6 +122,19 @@ def test_lesion_table_numbers_on_a_hand_built_prediction():
     assert rows[0][1] == "4.0 mm²" and rows[0][3] == "16 %" and rows[0][4] == ""
     assert float(rows[0][2].split()[0]) == pytest.approx(np.hypot(2.0, 2.0), abs=0.75)
     assert rows[1][1] == "1.5 mm²" and rows[1][3] == "n/a" and "border" in rows[1][4]
+
+
+def test_a_seed_threshold_leaves_out_faint_lesions_and_the_summary_says_so():
+    lesion = np.zeros((40, 40), np.float32)
+    lesion[12:16, 12:16] = 0.97  # confident
+    lesion[30:32, 5:8] = 0.6  # faint
+    prediction = Prediction({"hemangioma": lesion}, 0.5, seeds={"hemangioma": 0.9})
+    assert [row[1] for row in lesion_rows(prediction)] == ["16.0 px²"]
+    torch.manual_seed(0)
+    model = UNet(1, 2, 4, labels=["vertebral_body", "hemangioma"], seed_thresholds={"hemangioma": 0.9})
+    app = webapp.App(Segmenter(model, "a seeded model"))
+    assert "a lesion is kept where some pixel reaches 0.9" in app.segment(str(EXAMPLE))[7]
+    assert "reaches" not in app.segment(str(EXAMPLE), threshold=0.95)[7]  # at or above the seed it does nothing
 
 
 def test_result_files_older_than_an_hour_are_deleted(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from huggingface_hub import ModelCard
 from torch.utils.data import DataLoader, TensorDataset
 
 from hemseg import UNet
+from hemseg.calibrate import SEED_CANDIDATES
 from hemseg.data import load
 from hemseg.training import epoch_metrics, load_tensors, make_loss, soft_dice_loss
 
@@ -163,6 +164,41 @@ def test_best_epoch_by_dice_fg_and_a_new_choice_on_resume(tmp_path, tiny_slices)
     # Switching back with no epoch left to choose from would call an epoch best that no score chose.
     refused = run_train([*resume, "--epochs", "4", "--select-by", "dice_fg"], check=False)
     assert refused.returncode == 2 and "resume with --epochs above the 4 already done" in refused.stderr
+
+
+def test_checkpoints_every_n_epochs_and_after_each_new_best(tmp_path, tiny_slices):
+    out = tmp_path / "sparse"
+    args = [*TINY_TRAINING, "--data", str(tiny_slices), "--output-dir", str(out), "--patience", "10"]
+    result = run_train([*args, "--epochs", "7", "--checkpoint-every", "3", "--lr", "1e-2"])
+    saved = [int(e) for e in re.findall(r"^epoch (\d+):.*, checkpoint [\d.]+ s\)$", result.stdout, re.MULTILINE)]
+    log = read_log(out)
+    scores = [(float(r["val_vertebral_body_all_dice"]) + float(r["val_hemangioma_all_dice"])) / 2 for r in log]
+    new_best = {e for e in range(1, 8) if scores[e - 1] > max(scores[: e - 1], default=-1.0)}
+    assert len(saved) < 7, "every epoch was a new best: this run cannot show a skipped checkpoint"
+    assert saved == sorted(new_best | {3, 6, 7})  # every third epoch, each new best and the last
+    checkpoints = sorted(p.name for p in (tmp_path / "sparse-checkpoints" / "checkpoints").iterdir())
+    assert checkpoints == [f"checkpoint_{e - 1}" for e in saved[-2:]]  # named by epoch; the newest two are kept
+    resumed = run_train([*args, "--epochs", "8", "--checkpoint-every", "3", "--resume-from-checkpoint", "latest"])
+    assert "resumed after epoch 7" in resumed.stdout
+    assert [int(r["epoch"]) for r in read_log(out)] == list(range(1, 9))
+
+
+def test_seed_thresholds_are_chosen_on_validation_cases_and_scored_with(tmp_path, tiny_slices):
+    out = tmp_path / "seeded"
+    args = [*TINY_TRAINING, "--data", str(tiny_slices), "--output-dir", str(out), "--epochs", "10", "--lr", "1e-2"]
+    run_train([*args, "--choose-seed-thresholds", "vertebral_body"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    table = [r for r in metrics["seed_threshold_table"] if r["label"] == "vertebral_body"]
+    assert [r["seed"] for r in table] == [None, *SEED_CANDIDATES]
+    best = max(table, key=lambda r: r["pooled_dice"])
+    assert best["seed"] is not None, "no seed beat none: this run cannot show one being chosen"
+    assert UNet.from_pretrained(out).seed_thresholds == {"vertebral_body": best["seed"]}  # only the label asked for
+    assert metrics["seed_thresholds"] == {"vertebral_body": best["seed"]}
+    # The model folder's own validation scores are those of the chosen row: the seed is used when it is scored.
+    assert metrics["val"]["vertebral_body"]["overall"]["pooled_dice"] == pytest.approx(best["pooled_dice"])
+    assert "Seed thresholds {'vertebral_body'" in (out / "README.md").read_text()
+    refused = run_train([*args, "--choose-seed-thresholds", "spine"], check=False)
+    assert refused.returncode == 2 and "names ['spine'], which --labels does not" in refused.stderr
 
 
 def test_bad_data_is_explained(tmp_path, tiny_slices):

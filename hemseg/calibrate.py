@@ -1,0 +1,107 @@
+"""Seed thresholds: a predicted component is kept only where its probability reaches the seed somewhere
+(``hemseg.inference.cut``). ``python -m hemseg calibrate`` shows what each seed does on a split; ``train.py
+--choose-seed-thresholds`` picks one per label on the validation split, as it picks the best epoch.
+
+The rule: the seed with the highest pooled Dice (pixel counts summed over all slices, so it counts false alarms on
+slices without the label as well as misses), ``None`` (no seed) included; on a tie the lower seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import datasets
+from tqdm.auto import tqdm
+
+from hemseg.data import label_names, load, select_split
+from hemseg.files import write_csv
+from hemseg.inference import Segmenter, add_model_options, cut
+from hemseg.metrics import overlap_metrics, summarize
+
+SEED_CANDIDATES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
+COLUMNS = ("dice_fg", "pooled_dice", "slice_false_alarm_rate", "lesion_precision", "lesion_recall", "lesion_f1")
+
+
+def seed_table(
+    segmenter: Segmenter,
+    dataset: datasets.Dataset,
+    split: str | None = "val",
+    candidates: tuple[float, ...] = SEED_CANDIDATES,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[dict]:
+    """One row per label and seed (``None``: the plain threshold) with the ``COLUMNS`` scores over the split's
+    slices at their own resolution, as ``python -m hemseg evaluate`` scores them."""
+    dataset = select_split(dataset, split)
+    labels = [label for label in segmenter.labels if label in label_names(dataset)]
+    if not labels:
+        raise ValueError(f"the model predicts {segmenter.labels}; the data set has masks for {label_names(dataset)}")
+    seeds = (None, *sorted(candidates))
+    records: dict[tuple[str, float | None], list[dict]] = {(label, seed): [] for label in labels for seed in seeds}
+    rows = dataset.with_format("numpy")
+    for start in tqdm(range(0, len(rows), batch_size), desc="calibrating", disable=not progress):
+        batch = rows[start : start + batch_size]
+        for i, p in enumerate(segmenter.probabilities(list(batch["image"]), batch_size=batch_size)):
+            for label in labels:
+                probability, truth = p[segmenter.labels.index(label)], batch[label][i] > 0
+                for seed in seeds:
+                    # SSIM, HD95 and NSD are not needed to choose and are the slow part of slice_metrics.
+                    pred = cut(probability, segmenter.model.threshold, seed)
+                    unscored = dict.fromkeys(("ssim", "hd95", "nsd"), math.nan)
+                    records[label, seed].append(overlap_metrics(pred, truth) | unscored)
+    table = []
+    for (label, seed), recs in records.items():
+        overall = summarize(recs, by=None)["overall"]
+        table.append({"label": label, "seed": seed, **{key: overall[key] for key in COLUMNS}})
+    return table
+
+
+def choose_seeds(table: list[dict]) -> dict[str, float]:
+    """Per label, the seed of highest pooled Dice (ties: the lower seed); labels where no seed beats none are left
+    out."""
+    chosen: dict[str, float] = {}
+    for label in dict.fromkeys(row["label"] for row in table):
+        rows = [row for row in table if row["label"] == label]  # None first, then ascending seeds
+        best = rows[0]
+        for row in rows[1:]:
+            if row["pooled_dice"] > best["pooled_dice"]:  # strictly: a tie keeps the lower seed
+                best = row
+        if best["seed"] is not None:
+            chosen[label] = best["seed"]
+    return chosen
+
+
+def markdown(table: list[dict], chosen: dict[str, float]) -> str:
+    head = "| label | seed | Dice_fg | pooled Dice | false-alarm rate | lesion precision | lesion recall | lesion F1 |"
+    lines = [head, "|" + " --- |" * 8]
+    for row in table:
+        mark = " (chosen)" if chosen.get(row["label"]) == row["seed"] and row["seed"] is not None else ""
+        seed = "none" if row["seed"] is None else f"{row['seed']:g}"
+        lines.append(f"| {row['label']} | {seed}{mark} | " + " | ".join(f"{row[k]:.3f}" for k in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def add_calibrate_command(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "calibrate", help="what seed thresholds (keep a lesion only where the model is this sure) do on a split"
+    )
+    parser.add_argument("--data", required=True, help="slice folder, saved data set folder or Hub data set id")
+    parser.add_argument("--split", default="val", help="train, val or test; 'all' for every slice")
+    parser.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+    add_model_options(parser)
+    parser.set_defaults(command=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    segmenter = Segmenter.load(args.model, precision=args.precision, tta=args.tta)
+    table = seed_table(segmenter, load(args.data), None if args.split == "all" else args.split)
+    chosen = choose_seeds(table)
+    print(f"model {segmenter.source}, threshold {segmenter.model.threshold}, data {args.data}, split {args.split}\n")
+    print(markdown(table, chosen))
+    in_use = segmenter.model.seed_thresholds or "none"
+    print(f"\nhighest pooled Dice: {chosen or 'no seed'}; the model's own seed thresholds: {in_use}")
+    if args.csv:
+        write_csv(Path(args.csv), table)
+    return 0
