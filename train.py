@@ -148,11 +148,34 @@ def resolve_checkpoint(name: str, work_dir: Path) -> str:
     return str(complete[-1])
 
 
+def clear_later_checkpoints(work_dir: Path, epoch: int, is_main_process: bool) -> None:
+    """Make room for the checkpoints of the epochs after ``epoch``, the one resumed from.
+
+    A folder for a later epoch would block that epoch's save. One cut short is removed; a complete one is refused,
+    since resuming from an earlier checkpoint would overwrite it.
+    """
+    later = [f for f in (work_dir / "checkpoints").glob("checkpoint_*") if int(f.name.split("_")[-1]) >= epoch]
+    complete = sorted(f.name for f in later if (f / LAST_CHECKPOINT_FILE).exists())
+    if complete:
+        raise ValueError(
+            f"{work_dir / 'checkpoints'} has later checkpoints than the one resumed from ({', '.join(complete)}); "
+            "resume from the latest, or remove them first"
+        )
+    if is_main_process:
+        for folder in later:
+            shutil.rmtree(folder)
+
+
 def main(argv: list[str] | None = None) -> int:
-    started = time.perf_counter()
+    run_started = time.perf_counter()
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
     work_dir = Path(f"{args.output_dir}-checkpoints")
+    if not args.resume_from_checkpoint and any((work_dir / "checkpoints").glob("checkpoint_*")):
+        raise ValueError(
+            f"{work_dir} holds the checkpoints of an earlier run: continue it with --resume-from-checkpoint latest, "
+            "or remove that folder to start again"
+        )
     accelerator = Accelerator(
         project_config=ProjectConfiguration(project_dir=str(work_dir), automatic_checkpoint_naming=True, total_limit=2)
     )
@@ -171,12 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     model = UNet(1, len(labels), args.base_channels, args.depth, labels=labels, preprocessing=preprocessing)
     if args.init_from:  # fine-tuning: strict, so an architecture mismatch is an error, not random weights
         try:
-            model.load_state_dict(load_model(args.init_from).state_dict())
+            start = load_model(args.init_from)
+            model.load_state_dict(start.state_dict())
         except RuntimeError as err:
             raise ValueError(
                 f"--init-from {args.init_from}: its weights do not fit UNet(base_channels={args.base_channels}, "
                 f"depth={args.depth}, labels={labels}); pass the same architecture ({err})"
             ) from err
+        if start.seed_thresholds and not args.seed_labels:  # they were chosen for other weights
+            accelerator.print(
+                f"note: {args.init_from} has seed thresholds {start.seed_thresholds}; this model will have none "
+                "unless --choose-seed-thresholds chooses them again"
+            )
     if accelerator.is_main_process:  # what this run trains, for people and for `python -m hemseg compare`
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / "run.json").write_text(
@@ -184,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     data = load_tensors(dataset, labels, preprocessing, progress=accelerator.is_local_main_process)
     data = data.to(accelerator.device)  # the whole set stays resident: no loader workers, no per-batch decoding
-    accelerator.print(f"{len(data.splits)} slices on {accelerator.device} after {time.perf_counter() - started:.1f} s")
+    accelerator.print(
+        f"{len(data.splits)} slices on {accelerator.device} after {time.perf_counter() - run_started:.1f} s"
+    )
     train_idx = torch.from_numpy((data.splits == "train").nonzero()[0])
     val_idx = torch.from_numpy((data.splits == "val").nonzero()[0])
     if len(train_idx) == 0 or len(val_idx) == 0:
@@ -204,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.register_for_checkpointing(scheduler, state)
     if args.resume_from_checkpoint:
         accelerator.load_state(resolve_checkpoint(args.resume_from_checkpoint, work_dir))
+        clear_later_checkpoints(work_dir, state.epoch, accelerator.is_main_process)
+        accelerator.wait_for_everyone()
         accelerator.print(
             f"resumed after epoch {state.epoch} (best validation {state.select_by} {state.best_score:.4f})"
         )
@@ -222,8 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     log = read_log(work_dir / "training_log.csv", state.epoch)
     generator = torch.Generator(accelerator.device)
     augment_config = AugmentConfig() if args.augment else NO_AUGMENT
-    for epoch in range(state.epoch, args.epochs):
-        started = time.perf_counter()
+    # A resumed run that had stopped early stays stopped (its last epoch would otherwise train once more).
+    stopped = bool(args.resume_from_checkpoint) and state.epoch - state.best_epoch >= args.patience
+    if stopped:
+        accelerator.print(
+            f"stopped early after epoch {state.epoch}: no improvement for {args.patience} epochs (a larger "
+            "--patience continues it)"
+        )
+    for epoch in range(state.epoch, state.epoch if stopped else args.epochs):
+        epoch_started = time.perf_counter()
         # Augmentation draws differ per process and epoch, and are the same again after a resume.
         generator.manual_seed(args.seed * 100_003 + epoch * 101 + accelerator.process_index)
         model.train()
@@ -251,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - started,
+            "seconds": time.perf_counter() - epoch_started,
             "train_loss": float(torch.cat(train_losses).mean()),
             "val_loss": val_loss,
             **epoch_metrics("train", torch.cat(train_counts), torch.cat(train_planes), labels),
@@ -271,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             write_csv(work_dir / "training_log.csv", log)
         stop = state.epoch - state.best_epoch >= args.patience
         timing = f"{row['seconds']:.1f} s"
-        # A new best epoch is always saved, so the best weights on disk belong to the checkpoint's best epoch.
+        # A new best epoch is always checkpointed right after its weights, so `best/` belongs to the latest
+        # checkpoint's best epoch (unless the run dies between the two writes).
         if improved or stop or state.epoch == args.epochs or state.epoch % args.checkpoint_every == 0:
             saving = time.perf_counter()
             accelerator.project_configuration.iteration = epoch  # checkpoint_<k> holds epoch k + 1
@@ -349,7 +390,8 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
                 f"{state.best_epoch} of "
                 f"{state.epoch}. Per-epoch log: training_log.csv; curves: training_curves.png."
                 + (
-                    f" Seed thresholds {model.seed_thresholds}: a predicted component of these labels is kept only "
+                    f" Seed thresholds ({', '.join(f'{k} {v:g}' for k, v in model.seed_thresholds.items())}): a "
+                    "predicted component of these labels is kept only "
                     "where its probability reaches the seed somewhere, chosen for the highest validation pooled "
                     "Dice (table: `seed_threshold_table` in metrics.json); the scores above include them."
                     if model.seed_thresholds

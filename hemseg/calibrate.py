@@ -22,6 +22,8 @@ from hemseg.metrics import overlap_metrics, summarize
 
 SEED_CANDIDATES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 COLUMNS = ("dice_fg", "pooled_dice", "slice_false_alarm_rate", "lesion_precision", "lesion_recall", "lesion_f1")
+# SSIM, HD95 and NSD are not needed to choose a seed and are the slow part of slice_metrics.
+UNSCORED = dict.fromkeys(("ssim", "hd95", "nsd"), math.nan)
 
 
 def seed_table(
@@ -47,10 +49,8 @@ def seed_table(
             for label in labels:
                 probability, truth = p[segmenter.labels.index(label)], batch[label][i] > 0
                 for seed in seeds:
-                    # SSIM, HD95 and NSD are not needed to choose and are the slow part of slice_metrics.
                     pred = cut(probability, segmenter.model.threshold, seed)
-                    unscored = dict.fromkeys(("ssim", "hd95", "nsd"), math.nan)
-                    records[label, seed].append(overlap_metrics(pred, truth) | unscored)
+                    records[label, seed].append(overlap_metrics(pred, truth) | UNSCORED)
     table = []
     for (label, seed), recs in records.items():
         overall = summarize(recs, by=None)["overall"]
@@ -63,8 +63,8 @@ def choose_seeds(table: list[dict]) -> dict[str, float]:
     out."""
     chosen: dict[str, float] = {}
     for label in dict.fromkeys(row["label"] for row in table):
-        rows = [row for row in table if row["label"] == label]  # None first, then ascending seeds
-        best = rows[0]
+        rows = sorted((row for row in table if row["label"] == label), key=lambda row: row["seed"] or 0.0)
+        best = rows[0]  # no seed
         for row in rows[1:]:
             if row["pooled_dice"] > best["pooled_dice"]:  # strictly: a tie keeps the lower seed
                 best = row

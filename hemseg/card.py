@@ -10,7 +10,10 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from hemseg.evaluate import markdown_table
 from hemseg.volumes import PLANES
 
-SPLIT_NAMES = {"val": "cases that chose the best epoch", "test": "cases never used for any choice"}
+SPLIT_NAMES = {
+    "val": "cases that chose the best epoch and any seed threshold",
+    "test": "cases never used for any choice",
+}
 CARD_METRICS = (
     ("dice_fg", "dice"),
     ("pooled_iou", "iou"),

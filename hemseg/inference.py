@@ -202,4 +202,4 @@ class Segmenter:
             image = image.pixels
         probs = self.probabilities([np.asarray(image)], tta=tta)[0]
         probabilities = dict(zip(self.labels, probs, strict=True))
-        return Prediction(probabilities, self.model.threshold, spacing, self.model.seed_thresholds)
+        return Prediction(probabilities, self.model.threshold, spacing, dict(self.model.seed_thresholds))

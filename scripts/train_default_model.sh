@@ -17,7 +17,9 @@
 #   cp runs/hemseg-unet16/{model.safetensors,config.json,README.md,metrics.json,training_log.csv,training_curves.png} \
 #      hemseg/bundled_model/ && cp -r runs/hemseg-unet16/evaluation hemseg/bundled_model/
 #
-# Each step resumes where it stopped when run again (--resume-from-checkpoint latest).
+# Each step resumes where it stopped when run again (--resume-from-checkpoint latest). A runs folder made by the
+# three-step version of this script holds step 3 as hemseg-unet16: rename it and its -checkpoints folder to
+# unet16-t4 first.
 set -euo pipefail
 data=${1:-build/spine-slices}
 data_t4=${2:-build/spine-slices-t4}
@@ -37,6 +39,10 @@ resume() { [ -d "$1-checkpoints/checkpoints" ] && echo --resume-from-checkpoint 
   --init-from "$runs/unet16-192" $(resume "$runs/unet16-t4")
 step4=(--data "$data_a4" --output-dir "$runs/hemseg-unet16" --base-channels 16 --image-size 192 --crop-size 128
   --loss bce+dice --lr 1.5e-4 --channels-last --seed 5 --init-from "$runs/unet16-t4")
-[ -d "$runs/hemseg-unet16" ] || "${launch[@]}" "${step4[@]}" --epochs 20 --patience 6 $(resume "$runs/hemseg-unet16")
-"${launch[@]}" "${step4[@]}" --epochs 15 --patience 8 --select-by dice_fg --choose-seed-thresholds hemangioma \
-  --resume-from-checkpoint latest
+[ -f "$runs/hemseg-unet16/metrics.json" ] ||
+  "${launch[@]}" "${step4[@]}" --epochs 20 --patience 6 $(resume "$runs/hemseg-unet16")
+# Then 8 more epochs chosen by Dice_fg (7 + 8 = 15 when this was made), unless that already ran.
+read -r selected_by epochs_run < <(python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))
+print(m["selected_by"], m["epochs_run"])' "$runs/hemseg-unet16/metrics.json")
+[ "$selected_by" = dice_fg ] || "${launch[@]}" "${step4[@]}" --epochs $((epochs_run + 8)) --patience 8 \
+  --select-by dice_fg --choose-seed-thresholds hemangioma --resume-from-checkpoint latest

@@ -1,5 +1,5 @@
 import csv
-import math
+import json
 
 import numpy as np
 import pytest
@@ -43,11 +43,13 @@ def test_prediction_applies_the_seed_of_each_label_and_keeps_it_for_other_thresh
 
 
 def test_seed_thresholds_travel_in_the_config(tmp_path):
-    UNet(1, 2, 4, labels=["vertebral_body", "hemangioma"], seed_thresholds={"hemangioma": 0.99}).save_pretrained(
-        tmp_path
-    )
+    model = UNet(1, 2, 4, labels=["vertebral_body", "hemangioma"], seed_thresholds={"hemangioma": 0.99})
+    model.save_pretrained(tmp_path)
     assert UNet.from_pretrained(tmp_path).seed_thresholds == {"hemangioma": 0.99}
-    assert UNet(1, 1, 4).seed_thresholds == {}  # configs written before seeds existed load without one
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["seed_thresholds"]  # as configs were written before seeds existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert UNet.from_pretrained(tmp_path).seed_thresholds == {}
     with pytest.raises(ValueError, match="not among the labels"):
         UNet(1, 1, 4, seed_thresholds={"vertebral_body": 0.9})
     with pytest.raises(ValueError, match="at most 1"):
@@ -67,8 +69,10 @@ def test_choose_seeds_takes_the_highest_pooled_dice_and_the_lower_seed_on_a_tie(
         row("vertebral_body", None, 0.88),
         row("vertebral_body", 0.9, 0.88),  # no better than no seed: no seed
         row("vertebral_body", 0.95, 0.87),
-        row("empty", None, math.nan),  # nothing predicted or true anywhere: no seed
-        row("empty", 0.9, math.nan),
+        row("nothing", 0.9, 0.0),  # in any order
+        row("nothing", None, 0.0),
+        row("everywhere", 0.9, 1.0),  # empty truth and prediction everywhere score 1: no seed needed
+        row("everywhere", None, 1.0),
     ]
     assert choose_seeds(table) == {"hemangioma": 0.95}
 

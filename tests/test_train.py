@@ -178,9 +178,17 @@ def test_checkpoints_every_n_epochs_and_after_each_new_best(tmp_path, tiny_slice
     assert saved == sorted(new_best | {3, 6, 7})  # every third epoch, each new best and the last
     checkpoints = sorted(p.name for p in (tmp_path / "sparse-checkpoints" / "checkpoints").iterdir())
     assert checkpoints == [f"checkpoint_{e - 1}" for e in saved[-2:]]  # named by epoch; the newest two are kept
-    resumed = run_train([*args, "--epochs", "8", "--checkpoint-every", "3", "--resume-from-checkpoint", "latest"])
-    assert "resumed after epoch 7" in resumed.stdout
+    # A checkpoint cut short (its last file missing) is skipped; its epoch is trained again and saved in its place.
+    (tmp_path / "sparse-checkpoints" / "checkpoints" / "checkpoint_6" / "custom_checkpoint_1.pkl").unlink()
+    resume = [*args, "--checkpoint-every", "3", "--resume-from-checkpoint", "latest"]
+    resumed = run_train([*resume, "--epochs", "8"])
+    assert f"resumed after epoch {saved[-2]}" in resumed.stdout
     assert [int(r["epoch"]) for r in read_log(out)] == list(range(1, 9))
+    # A run that stopped early stays stopped when resumed; a fresh run into its folder would mix two runs.
+    stopped = run_train([*resume, "--epochs", "9", "--patience", "0"])
+    assert "stopped early after epoch 8" in stopped.stdout and len(read_log(out)) == 8
+    fresh = run_train([*args, "--epochs", "1"], check=False)
+    assert fresh.returncode == 2 and "continue it with --resume-from-checkpoint latest" in fresh.stderr
 
 
 def test_seed_thresholds_are_chosen_on_validation_cases_and_scored_with(tmp_path, tiny_slices):
@@ -196,7 +204,7 @@ def test_seed_thresholds_are_chosen_on_validation_cases_and_scored_with(tmp_path
     assert metrics["seed_thresholds"] == {"vertebral_body": best["seed"]}
     # The model folder's own validation scores are those of the chosen row: the seed is used when it is scored.
     assert metrics["val"]["vertebral_body"]["overall"]["pooled_dice"] == pytest.approx(best["pooled_dice"])
-    assert "Seed thresholds {'vertebral_body'" in (out / "README.md").read_text()
+    assert f"Seed thresholds (vertebral_body {best['seed']:g})" in (out / "README.md").read_text()
     refused = run_train([*args, "--choose-seed-thresholds", "spine"], check=False)
     assert refused.returncode == 2 and "names ['spine'], which --labels does not" in refused.stderr
 
