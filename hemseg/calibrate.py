@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 
 import datasets
-from tqdm.auto import tqdm
 
-from hemseg.data import label_names, load, select_split
+from hemseg.data import load
+from hemseg.evaluate import predicted_batches
 from hemseg.files import write_csv
 from hemseg.inference import Segmenter, add_model_options, cut
 from hemseg.metrics import overlap_metrics, summarize
@@ -36,16 +36,11 @@ def seed_table(
 ) -> list[dict]:
     """One row per label and seed (``None``: the plain threshold) with the ``COLUMNS`` scores over the split's
     slices at their own resolution, as ``python -m hemseg evaluate`` scores them."""
-    dataset = select_split(dataset, split)
-    labels = [label for label in segmenter.labels if label in label_names(dataset)]
-    if not labels:
-        raise ValueError(f"the model predicts {segmenter.labels}; the data set has masks for {label_names(dataset)}")
+    labels, batches = predicted_batches(segmenter, dataset, split, batch_size, "calibrating", progress)
     seeds = (None, *sorted(candidates))
     records: dict[tuple[str, float | None], list[dict]] = {(label, seed): [] for label in labels for seed in seeds}
-    rows = dataset.with_format("numpy")
-    for start in tqdm(range(0, len(rows), batch_size), desc="calibrating", disable=not progress):
-        batch = rows[start : start + batch_size]
-        for i, p in enumerate(segmenter.probabilities(list(batch["image"]), batch_size=batch_size)):
+    for _, batch, probs in batches:
+        for i, p in enumerate(probs):
             for label in labels:
                 probability, truth = p[segmenter.labels.index(label)], batch[label][i] > 0
                 for seed in seeds:

@@ -6,9 +6,11 @@ import argparse
 import itertools
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
+import numpy as np
 from tqdm.auto import tqdm
 
 from hemseg.data import label_names, load, select_split
@@ -34,6 +36,25 @@ TABLE_COLUMNS = (
 )
 
 
+def predicted_batches(
+    segmenter: Segmenter, dataset: datasets.Dataset, split: str | None, batch_size: int, desc: str, progress: bool
+) -> tuple[list[str], Iterator[tuple[int, dict, list[np.ndarray]]]]:
+    """The labels both model and data have, and the split's slices in batches: (index of the first, the batch's
+    columns, each slice's probabilities at its own size)."""
+    dataset = select_split(dataset, split)
+    labels = [label for label in segmenter.labels if label in label_names(dataset)]
+    if not labels:
+        raise ValueError(f"the model predicts {segmenter.labels}; the data set has masks for {label_names(dataset)}")
+    rows = dataset.with_format("numpy")
+
+    def batches() -> Iterator[tuple[int, dict, list[np.ndarray]]]:
+        for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress):
+            batch = rows[start : start + batch_size]
+            yield start, batch, segmenter.probabilities(list(batch["image"]), batch_size=batch_size)
+
+    return labels, batches()
+
+
 def evaluate_dataset(
     segmenter: Segmenter,
     dataset: datasets.Dataset,
@@ -42,16 +63,10 @@ def evaluate_dataset(
     progress: bool = True,
 ) -> list[dict]:
     """One ``slice_metrics`` record per slice and label (the labels both model and data have)."""
-    dataset = select_split(dataset, split)
-    labels = [label for label in segmenter.labels if label in label_names(dataset)]
-    if not labels:
-        raise ValueError(f"the model predicts {segmenter.labels}; the data set has masks for {label_names(dataset)}")
     plane_names = dataset.features["plane"].names
+    labels, batches = predicted_batches(segmenter, dataset, split, batch_size, "evaluating", progress)
     records = []
-    rows = dataset.with_format("numpy")
-    for start in tqdm(range(0, len(rows), batch_size), desc="evaluating", disable=not progress):
-        batch = rows[start : start + batch_size]
-        probs = segmenter.probabilities(list(batch["image"]), batch_size=batch_size)
+    for start, batch, probs in batches:
         for i, p in enumerate(probs):
             spacing = tuple(float(s) for s in batch["spacing"][i])
             for label in labels:
