@@ -79,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--choose-seed-thresholds",
+        type=lambda labels: labels.split(","),
+        default=[],
         metavar="LABELS",
         help="comma-separated labels: after training, keep a predicted component of each only where it reaches the "
         "seed threshold of highest validation pooled Dice (hemseg.calibrate), saved in config.json",
@@ -98,8 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id")
-    args.seed_labels = args.choose_seed_thresholds.split(",") if args.choose_seed_thresholds else []
-    unknown = set(args.seed_labels) - set(args.labels.split(","))
+    unknown = set(args.choose_seed_thresholds) - set(args.labels.split(","))
     if unknown:
         parser.error(f"--choose-seed-thresholds names {sorted(unknown)}, which --labels does not")
     if args.checkpoint_every < 1:
@@ -131,6 +132,11 @@ def validate(model, loader, data, per_sample_loss, accelerator) -> tuple[float, 
 LAST_CHECKPOINT_FILE = "custom_checkpoint_1.pkl"  # the TrainingState, registered after the scheduler
 
 
+def checkpoint_number(folder: Path) -> int:
+    """k of ``checkpoint_<k>``, the folder that holds epoch k + 1."""
+    return int(folder.name.split("_")[-1])
+
+
 def resolve_checkpoint(name: str, work_dir: Path) -> str:
     """A checkpoint folder; for 'latest', the newest one that was written completely.
 
@@ -141,7 +147,7 @@ def resolve_checkpoint(name: str, work_dir: Path) -> str:
         if not Path(name).is_dir():
             raise FileNotFoundError(f"{name}: no such checkpoint folder")
         return name
-    folders = sorted((work_dir / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[-1]))
+    folders = sorted((work_dir / "checkpoints").glob("checkpoint_*"), key=checkpoint_number)
     complete = [f for f in folders if (f / LAST_CHECKPOINT_FILE).exists()]
     if not complete:
         raise FileNotFoundError(f"no complete checkpoint in {work_dir / 'checkpoints'} to resume from")
@@ -154,7 +160,7 @@ def clear_later_checkpoints(work_dir: Path, epoch: int, is_main_process: bool) -
     A folder for a later epoch would block that epoch's save. One cut short is removed; a complete one is refused,
     since resuming from an earlier checkpoint would overwrite it.
     """
-    later = [f for f in (work_dir / "checkpoints").glob("checkpoint_*") if int(f.name.split("_")[-1]) >= epoch]
+    later = [f for f in (work_dir / "checkpoints").glob("checkpoint_*") if checkpoint_number(f) >= epoch]
     complete = sorted(f.name for f in later if (f / LAST_CHECKPOINT_FILE).exists())
     if complete:
         raise ValueError(
@@ -201,16 +207,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"--init-from {args.init_from}: its weights do not fit UNet(base_channels={args.base_channels}, "
                 f"depth={args.depth}, labels={labels}); pass the same architecture ({err})"
             ) from err
-        if start.seed_thresholds and not args.seed_labels:  # they were chosen for other weights
+        if start.seed_thresholds and not args.choose_seed_thresholds:  # they were chosen for other weights
             accelerator.print(
                 f"note: {args.init_from} has seed thresholds {start.seed_thresholds}; this model will have none "
                 "unless --choose-seed-thresholds chooses them again"
             )
     if accelerator.is_main_process:  # what this run trains, for people and for `python -m hemseg compare`
         work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / "run.json").write_text(
-            json.dumps({k: v for k, v in vars(args).items() if k not in ("argv", "seed_labels")}, indent=1)
-        )
+        (work_dir / "run.json").write_text(json.dumps({k: v for k, v in vars(args).items() if k != "argv"}, indent=1))
     data = load_tensors(dataset, labels, preprocessing, progress=accelerator.is_local_main_process)
     data = data.to(accelerator.device)  # the whole set stays resident: no loader workers, no per-batch decoding
     accelerator.print(
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator(accelerator.device)
     augment_config = AugmentConfig() if args.augment else NO_AUGMENT
     # A resumed run that had stopped early stays stopped (its last epoch would otherwise train once more).
-    stopped = bool(args.resume_from_checkpoint) and state.epoch - state.best_epoch >= args.patience
+    stopped = bool(args.resume_from_checkpoint) and state.stalled(args.patience)
     if stopped:
         accelerator.print(
             f"stopped early after epoch {state.epoch}: no improvement for {args.patience} epochs (a larger "
@@ -309,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 accelerator.unwrap_model(model).save_pretrained(work_dir / "best")
         if accelerator.is_main_process:  # the log first: a checkpoint never lacks its log rows
             write_csv(work_dir / "training_log.csv", log)
-        stop = state.epoch - state.best_epoch >= args.patience
+        stop = state.stalled(args.patience)
         timing = f"{row['seconds']:.1f} s"
         # A new best epoch is always checkpointed right after its weights, so `best/` belongs to the latest
         # checkpoint's best epoch (unless the run dies between the two writes).
@@ -339,15 +343,15 @@ def main(argv: list[str] | None = None) -> int:
 def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: TrainingState, device) -> None:
     """Evaluate the best weights and assemble the model folder; renamed into place only when complete."""
     started = time.perf_counter()
-    model, seed_rows = UNet.from_pretrained(work_dir / "best"), []
-    if args.seed_labels:  # chosen on the validation cases, like the best epoch; the test cases stay unseen
-        seed_rows = seed_table(Segmenter(model, str(output_dir), device), dataset, "val", progress=False)
-        chosen = {label: seed for label, seed in choose_seeds(seed_rows).items() if label in args.seed_labels}
-        model = UNet.from_pretrained(work_dir / "best", seed_thresholds=chosen)
-        print(f"seed thresholds (highest validation pooled Dice): {chosen or 'none'}")
+    model = UNet.from_pretrained(work_dir / "best")
+    segmenter, seed_rows = Segmenter(model, str(output_dir), device), []
+    if args.choose_seed_thresholds:  # chosen on the validation cases, like the best epoch; test cases stay unseen
+        seed_rows = seed_table(segmenter, dataset, "val", progress=False)
+        chosen = choose_seeds(seed_rows)
+        model.set_seed_thresholds({label: chosen[label] for label in args.choose_seed_thresholds if label in chosen})
+        print(f"seed thresholds (highest validation pooled Dice): {model.seed_thresholds or 'none'}")
     with atomic_folder(output_dir) as tmp:
         model.save_pretrained(tmp)
-        segmenter = Segmenter(model, str(output_dir), device)
         shutil.copy(work_dir / "training_log.csv", tmp / "training_log.csv")
         training_curves(log, labels, tmp / "training_curves.png")
         splits = [s for s in ("val", "test") if s in set(dataset["split"])]

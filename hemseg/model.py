@@ -117,24 +117,27 @@ class UNet(
         self.out_channels = out_channels
         self.labels = list(labels)
         self.threshold = threshold
-        self.seed_thresholds = dict(seed_thresholds or {})
-        unknown = set(self.seed_thresholds) - set(self.labels)
-        if unknown:
-            raise ValueError(f"seed thresholds for {sorted(unknown)}, which are not among the labels {self.labels}")
-        if not all(0 < seed <= 1 for seed in self.seed_thresholds.values()):
-            raise ValueError(f"seed thresholds must be probabilities above 0 and at most 1: {self.seed_thresholds}")
         self.depth = depth
         self.preprocessing = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
         # The mixin writes the arguments as passed; store the resolved values so config.json is self-contained.
-        self._hub_mixin_config.update(
-            labels=self.labels, preprocessing=self.preprocessing, seed_thresholds=self.seed_thresholds
-        )
+        self._hub_mixin_config.update(labels=self.labels, preprocessing=self.preprocessing)
+        self.set_seed_thresholds(seed_thresholds or {})
 
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.inc = DoubleConv(in_channels, widths[0])
         self.downs = nn.ModuleList(Down(widths[i], widths[i + 1]) for i in range(depth))
         self.ups = nn.ModuleList(Up(widths[i + 1], widths[i]) for i in reversed(range(depth)))
         self.outc = OutConv(widths[0], out_channels)
+
+    def set_seed_thresholds(self, seeds: dict[str, float]) -> None:
+        """Seed thresholds per label (``hemseg.inference.cut``), also in the ``config.json`` a save writes."""
+        unknown = set(seeds) - set(self.labels)
+        if unknown:
+            raise ValueError(f"seed thresholds for {sorted(unknown)}, which are not among the labels {self.labels}")
+        if not all(0 < seed <= 1 for seed in seeds.values()):
+            raise ValueError(f"seed thresholds must be probabilities above 0 and at most 1: {seeds}")
+        self.seed_thresholds = dict(seeds)
+        self._hub_mixin_config["seed_thresholds"] = self.seed_thresholds
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if min(x.shape[-2:]) < 2 ** len(self.downs):

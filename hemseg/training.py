@@ -143,6 +143,10 @@ class TrainingState:
         self.best_epoch = 0
         self.select_by = select_by
 
+    def stalled(self, patience: int) -> bool:
+        """Whether ``patience`` epochs have passed without a new best: early stopping's test."""
+        return self.epoch - self.best_epoch >= patience
+
     def state_dict(self) -> dict:
         return {
             "epoch": self.epoch,
