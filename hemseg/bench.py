@@ -10,8 +10,9 @@ Each variant runs in a fresh process (so peak resident memory is its own) on the
 - end-to-end latency for one slice through ``Segmenter.predict`` and its masks (read array -> preprocess -> model
   -> resize back -> threshold, with the seed thresholds the model has), median and 95th percentile;
 - batch throughput: ``Segmenter.probabilities`` on 32 slices, slices/s;
-- training throughput: forward, backward and Adam step at batch 16, 128x128, samples/s (fp32 eager, or bf16
-  autocast with channels-last memory for the bf16 variants, compiled with torch.compile where named);
+- training throughput: forward, backward and Adam step (fused on CUDA, as in train.py) at batch 16, 128x128,
+  samples/s (fp32 eager, or bf16 autocast with channels-last memory for the bf16 variants, compiled with
+  torch.compile where named);
 - peak resident memory of the process.
 """
 
@@ -72,7 +73,7 @@ def training_throughput(model: UNet, device: torch.device, precision: str, steps
         model = model.to(memory_format=torch.channels_last)
     if compiled:  # what `accelerate launch --dynamo_backend inductor` does to the model
         model = torch.compile(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type == "cuda")  # as train.py
     x = torch.rand(16, 1, 128, 128, device=device)
     y = (torch.rand(16, model.out_channels, 128, 128, device=device) > 0.9).float()
     if fast:

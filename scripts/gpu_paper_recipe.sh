@@ -9,7 +9,8 @@
 #   DYNAMO=inductor scripts/gpu_paper_recipe.sh build/paper-slices runs/paper-compiled   # compiled
 #
 # Not compiled by default: on an H100 (session 5, README "Speed") compiling took 63 s and the compiled epochs were
-# no faster (1.9 s against 1.7 s).
+# no faster (1.9 s against 1.7 s). Extra arguments go to train.py; on an H100 (session 6) `--batch-size 32` took
+# 126 s and learned less than batch 16, `--batch-size 64` took 97 s and learned almost nothing in 70 epochs.
 #
 # Prints the wall clock of the whole run (start-up, loading, 70 epochs, checkpoints, final evaluation) and the sum of
 # the epochs' own seconds from training_log.csv (training and validation only).
