@@ -17,7 +17,7 @@ from hemseg.data import label_names, load, select_split
 from hemseg.files import write_csv
 from hemseg.inference import Segmenter, add_model_options
 from hemseg.metrics import contrast_to_noise, json_ready, slice_metrics, summarize
-from hemseg.volumes import PLANES
+from hemseg.volumes import PLANES, source_of
 
 # The paper's Table 4 columns first (Dice, IoU, precision, recall, SSIM), then ours. Overlap scores are pooled
 # over the slices' pixel counts; Dice is also given as the mean over slices whose truth is not empty.
@@ -78,6 +78,7 @@ def evaluate_dataset(
                     label=label,
                     plane=plane_names[batch["plane"][i]],
                     case=str(batch["case"][i]),
+                    source=source_of(str(batch["case"][i])),
                     file=str(batch["file"][i]),
                     index=i + start,
                 )
@@ -108,6 +109,30 @@ def contrast_table(records: list[dict], label: str) -> str:
     return "\n".join(lines)
 
 
+SOURCE_COLUMNS = (
+    ("dice_fg", "Dice (mean, slices with label)"),
+    ("pooled_dice", "Dice (pooled)"),
+    ("slice_false_alarm_rate", "False-alarm rate"),
+    ("lesion_f1", "Lesion F1"),
+)
+
+
+def source_table(records: list[dict], label: str) -> str:
+    """Scores of ``label`` per source (``hemseg.volumes.source_of``: collection, and in the shared spine set also
+    sequence) as a markdown table: a gap between sources is what to expect on a scanner or sequence not seen."""
+    mine = [r for r in records if r["label"] == label]
+    lines = [
+        "| Source | Cases | Slices | With label | " + " | ".join(title for _, title in SOURCE_COLUMNS) + " |",
+        "| --- " * (len(SOURCE_COLUMNS) + 4) + "|",
+    ]
+    for source, s in summarize(mine, by="source").items():
+        if source != "overall":
+            cases = len({r["case"] for r in mine if r["source"] == source})
+            values = " | ".join(format_value(s[key]) for key, _ in SOURCE_COLUMNS)
+            lines.append(f"| {source} | {cases} | {s['n']} | {s['n_fg']} | {values} |")
+    return "\n".join(lines)
+
+
 def summarize_by_label(records: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     """{label: {plane or "overall": summary}} from evaluation records."""
     labels = list(dict.fromkeys(r["label"] for r in records))
@@ -135,15 +160,20 @@ def write_report(records: list[dict], out: Path, title: str, note: str, dataset=
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize_by_label(records)
     parts = [f"# {title}", "", note, ""]
+    # Only where every case id reads <source>_<id>: otherwise each case would be a source of its own.
+    several_sources = all("_" in r["case"] for r in records) and len({r["source"] for r in records}) > 1
     for label, by_plane in summary.items():
         parts += [f"## {label}", "", markdown_table(by_plane), "", contrast_table(records, label), ""]
+        if several_sources:
+            parts += [source_table(records, label), ""]
     parts.append(
         "Dice (mean) averages the slices whose truth is not empty. Pooled scores come from the pixel counts summed "
         "over slices. SSIM, accuracy and HD95 (mm) are means over the slices where they are defined; HD95 is the "
         "image diagonal when exactly one mask is empty. Accuracy is dominated by background and never used to "
         "choose a model. Contrast-to-noise: (mean inside the truth - mean of the pixels within 3 px around it) / "
         "standard deviation of those pixels, on the image as read; negative means darker than its surroundings. "
-        "Slices whose truth has no such surroundings (flat or absent) are left out of that table."
+        "Slices whose truth has no such surroundings (flat or absent) are left out of that table. Source: the case "
+        "id up to its first underscore (in the shared spine set also the MRI sequence)."
     )
     (out / "report.md").write_text("\n".join(parts) + "\n")
     (out / "metrics.json").write_text(json.dumps(json_ready(summary), indent=1))

@@ -22,7 +22,7 @@ from PIL import Image
 from hemseg import __version__
 from hemseg.files import atomic_folder, write_csv
 from hemseg.simulate import SIMULATOR_VERSION, SimulatorConfig, insert_hemangiomas
-from hemseg.volumes import PLANE_AXIS, PLANES, cut, find_volumes, plane_spacing, read_volume
+from hemseg.volumes import PLANE_AXIS, PLANES, cut, find_volumes, plane_spacing, read_volume, source_of
 
 LABELS = ("vertebral_body", "hemangioma")
 MANIFEST_COLUMNS = (
@@ -61,14 +61,12 @@ class SamplingConfig:
 
 
 def assign_splits(cases: list[str], shares: tuple[float, float, float], seed: int) -> dict[str, str]:
-    """Split case ids into train/val/test, deterministic by seed and stratified by source.
-
-    The source is the case id up to its first underscore (``vb2_04`` -> ``vb2``), so every split mixes sources.
-    """
+    """Split case ids into train/val/test, deterministic by seed and stratified by source
+    (``hemseg.volumes.source_of``), so every split mixes sources."""
     rng = np.random.default_rng(seed)
     by_source: dict[str, list[str]] = {}
     for case in sorted(cases):
-        by_source.setdefault(case.split("_")[0], []).append(case)
+        by_source.setdefault(source_of(case), []).append(case)
     splits = {}
     for source in sorted(by_source):
         members = [by_source[source][i] for i in rng.permutation(len(by_source[source]))]

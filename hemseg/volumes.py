@@ -152,6 +152,12 @@ def plane_spacing(spacing: tuple[float, float, float], plane: str) -> tuple[floa
     return kept[1], kept[0]
 
 
+def source_of(case: str) -> str:
+    """The collection a case comes from: its id up to the first underscore (``vb2_04`` -> ``vb2``). In the shared
+    spine set that is also its MRI sequence (see its README); prepare stratifies splits by it, evaluate reports it."""
+    return case.split("_")[0]
+
+
 def find_volumes(paths: list[str | Path]) -> list[tuple[str, Path, Path | None]]:
     """(case id, image path, label path or None) for every volume under ``paths``.
 

@@ -13,11 +13,12 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from hemseg import Segmenter
-from hemseg.evaluate import contrast_table
+from hemseg.evaluate import contrast_table, source_table, write_report
 from hemseg.hub import push_folder
 from hemseg.inference import parse_model_spec
 from hemseg.metrics import contrast_to_noise, slice_metrics
 from hemseg.transforms import from_model_grid, preprocess
+from hemseg.volumes import source_of
 
 
 def dicom_slice(path, pixels, spacing=(0.5, 0.8)):
@@ -163,6 +164,9 @@ def test_evaluate_command_reports_per_label_and_plane(trained_model, tiny_slices
         ]
     )
     assert "| sagittal |" in result.stdout and "simulated" in result.stdout
+    # The test split holds one case of each of the fixture's two sources: each label gets a table per source.
+    assert result.stdout.count("| Source |") == 2
+    assert "| srca | 1 |" in result.stdout and "| srcb | 1 |" in result.stdout
     names = {p.name for p in (tmp_path / "r").iterdir()}
     assert {
         "report.md",
@@ -186,6 +190,7 @@ def test_evaluate_command_reports_per_label_and_plane(trained_model, tiny_slices
         assert math.isnan(expected) if math.isnan(float(row["contrast"])) else float(row["contrast"]) == expected
     assert any(not math.isnan(float(row["contrast"])) for row in slices[:40])
     assert "| Contrast-to-noise of the truth |" in result.stdout
+    assert {(row["case"].split("_")[0], row["source"]) for row in slices} == {("srca", "srca"), ("srcb", "srcb")}
 
 
 def test_contrast_table_bins_slices_with_truth():
@@ -204,6 +209,40 @@ def test_contrast_table_bins_slices_with_truth():
         "| 0 to 1 | 2 | 0.667 | 0.750 | 0.600 | 1.000 |",
         "| >= 4 | 1 | 0.889 | 0.800 | 1.000 | 1.000 |",
     ]
+
+
+def test_source_table_scores_each_source_of_a_label():
+    def record(case: str, tp: int, fn: int, fp: int = 0, label: str = "hemangioma") -> dict:
+        truth, pred = np.zeros(256, bool), np.zeros(256, bool)
+        truth[: tp + fn] = pred[:tp] = True
+        pred[200 : 200 + fp] = True
+        metrics = slice_metrics(pred.reshape(16, 16), truth.reshape(16, 16))
+        return {**metrics, "label": label, "case": case, "source": source_of(case)}
+
+    records = [record("vb2_01", 5, 5), record("vb2_02", 0, 0, fp=3), record("vb2_02", 0, 0)]
+    records += [record("vb3_07", 8, 2), record("vb3_07", 0, 0), record("vb3_07", 10, 0, label="vertebral_body")]
+    lines = source_table(records, "hemangioma").splitlines()
+    # vb2: Dice 2*5/(10+5) on its one slice with truth, pooled 2*5/(10+5+3) with the false alarm on one of its two
+    # empty slices; that false alarm is a lesion, so lesion precision is 1/2 (F1 2/3). vb3: Dice 16/18, no false
+    # alarm, its one lesion found.
+    assert lines[2:] == [
+        "| vb2 | 2 | 3 | 1 | 0.667 | 0.556 | 0.500 | 0.667 |",
+        "| vb3 | 1 | 2 | 1 | 0.889 | 0.889 | 0.000 | 1.000 |",
+    ]
+    assert source_of("vb3_07") == "vb3" and source_of("case") == "case"
+
+
+@pytest.mark.parametrize(("cases", "tables"), [(("a_1", "b_1"), 1), (("a_1", "a_2"), 0), (("p1", "p2"), 0)])
+def test_report_has_a_source_table_only_for_several_named_sources(tmp_path, cases, tables):
+    truth = np.zeros((16, 16), bool)
+    truth[4:8, 4:8] = True
+    records = [
+        {**slice_metrics(truth, truth), "label": "hemangioma", "plane": "axial", "case": case}
+        | {"source": source_of(case), "contrast": 1.0, "file": f"{case}.png", "index": i}
+        for i, case in enumerate(cases)
+    ]
+    write_report(records, tmp_path, "t", "note")
+    assert (tmp_path / "report.md").read_text().count("| Source |") == tables
 
 
 class RecordingApi:
