@@ -14,6 +14,7 @@ from hemseg.compare import add_compare_command
 from hemseg.evaluate import add_evaluate_command
 from hemseg.predict import add_predict_command
 from hemseg.prepare import add_prepare_command
+from hemseg.robustness import add_robustness_command
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_command(subcommands)
     add_ceilings_command(subcommands)
     add_calibrate_command(subcommands)
+    add_robustness_command(subcommands)
     return parser
 
 

@@ -6,7 +6,7 @@ import argparse
 import itertools
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import datasets
@@ -37,10 +37,17 @@ TABLE_COLUMNS = (
 
 
 def predicted_batches(
-    segmenter: Segmenter, dataset: datasets.Dataset, split: str | None, batch_size: int, desc: str, progress: bool
+    segmenter: Segmenter,
+    dataset: datasets.Dataset,
+    split: str | None,
+    batch_size: int,
+    desc: str,
+    progress: bool,
+    transform: Callable[[np.ndarray, int], np.ndarray] | None = None,
 ) -> tuple[list[str], Iterator[tuple[int, dict, list[np.ndarray]]]]:
     """The labels both model and data have, and the split's slices in batches: (index of the first, the batch's
-    columns, each slice's probabilities at its own size)."""
+    columns, each slice's probabilities at its own size). ``transform(image, index in the split)`` changes each
+    image before the model sees it (the batch's columns keep the stored one)."""
     dataset = select_split(dataset, split)
     labels = [label for label in segmenter.labels if label in label_names(dataset)]
     if not labels:
@@ -50,7 +57,10 @@ def predicted_batches(
     def batches() -> Iterator[tuple[int, dict, list[np.ndarray]]]:
         for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress):
             batch = rows[start : start + batch_size]
-            yield start, batch, segmenter.probabilities(list(batch["image"]), batch_size=batch_size)
+            images = list(batch["image"])
+            if transform is not None:
+                images = [transform(image, start + i) for i, image in enumerate(images)]
+            yield start, batch, segmenter.probabilities(images, batch_size=batch_size)
 
     return labels, batches()
 

@@ -193,13 +193,18 @@ def test_evaluate_command_reports_per_label_and_plane(trained_model, tiny_slices
     assert {(row["case"].split("_")[0], row["source"]) for row in slices} == {("srca", "srca"), ("srcb", "srcb")}
 
 
+def scored(tp: int, fn: int, fp: int = 0, **fields) -> dict:
+    """``slice_metrics`` of a 16x16 slice whose truth has tp + fn pixels, tp of them predicted, and fp false ones
+    (one lesion each), with ``fields`` added."""
+    truth, pred = np.zeros(256, bool), np.zeros(256, bool)
+    truth[: tp + fn] = pred[:tp] = True
+    pred[200 : 200 + fp] = True
+    return {**slice_metrics(pred.reshape(16, 16), truth.reshape(16, 16)), **fields}
+
+
 def test_contrast_table_bins_slices_with_truth():
     def record(contrast: float, tp: int, fn: int, fp: int = 0) -> dict:
-        truth, pred = np.zeros(256, bool), np.zeros(256, bool)
-        truth[: tp + fn] = pred[:tp] = True
-        pred[200 : 200 + fp] = True
-        metrics = slice_metrics(pred.reshape(16, 16), truth.reshape(16, 16))
-        return {**metrics, "contrast": contrast, "label": "hemangioma"}
+        return scored(tp, fn, fp, contrast=contrast, label="hemangioma")
 
     records = [record(-3.0, 0, 10), record(0.5, 5, 5), record(0.9, 10, 0, fp=10), record(6.0, 8, 2)]
     records += [record(math.nan, 1, 1), record(6.0, 0, 0, fp=3)]  # no surroundings; no truth: both left out
@@ -213,11 +218,7 @@ def test_contrast_table_bins_slices_with_truth():
 
 def test_source_table_scores_each_source_of_a_label():
     def record(case: str, tp: int, fn: int, fp: int = 0, label: str = "hemangioma") -> dict:
-        truth, pred = np.zeros(256, bool), np.zeros(256, bool)
-        truth[: tp + fn] = pred[:tp] = True
-        pred[200 : 200 + fp] = True
-        metrics = slice_metrics(pred.reshape(16, 16), truth.reshape(16, 16))
-        return {**metrics, "label": label, "case": case, "source": source_of(case)}
+        return scored(tp, fn, fp, label=label, case=case, source=source_of(case))
 
     records = [record("vb2_01", 5, 5), record("vb2_02", 0, 0, fp=3), record("vb2_02", 0, 0)]
     records += [record("vb3_07", 8, 2), record("vb3_07", 0, 0), record("vb3_07", 10, 0, label="vertebral_body")]
@@ -234,11 +235,8 @@ def test_source_table_scores_each_source_of_a_label():
 
 @pytest.mark.parametrize(("cases", "tables"), [(("a_1", "b_1"), 1), (("a_1", "a_2"), 0), (("p1", "p2"), 0)])
 def test_report_has_a_source_table_only_for_several_named_sources(tmp_path, cases, tables):
-    truth = np.zeros((16, 16), bool)
-    truth[4:8, 4:8] = True
     records = [
-        {**slice_metrics(truth, truth), "label": "hemangioma", "plane": "axial", "case": case}
-        | {"source": source_of(case), "contrast": 1.0, "file": f"{case}.png", "index": i}
+        scored(10, 0, label="hemangioma", plane="axial", case=case, source=source_of(case), contrast=1.0, index=i)
         for i, case in enumerate(cases)
     ]
     write_report(records, tmp_path, "t", "note")
