@@ -89,6 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--loss", choices=["bce", "bce+dice"], default="bce")
     parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument(
+        "--noise-std",
+        type=float,
+        default=AugmentConfig.noise_std[1],
+        help="largest sd of the augmentation's Gaussian noise, a share of the scaled intensity range (default "
+        "%(default)s; 0.05 until session 6)",
+    )
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory (faster with bf16 / AMX)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume-from-checkpoint", help="a checkpoint folder, or 'latest'")
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     loss_fn, val_loss_fn = make_loss(args.loss), make_loss(args.loss, per_sample=True)
     log = read_log(work_dir / "training_log.csv", state.epoch)
     generator = torch.Generator(accelerator.device)
-    augment_config = AugmentConfig() if args.augment else NO_AUGMENT
+    augment_config = AugmentConfig(noise_std=(0.0, args.noise_std)) if args.augment else NO_AUGMENT
     # A resumed run that had stopped early stays stopped (its last epoch would otherwise train once more).
     stopped = bool(args.resume_from_checkpoint) and state.stalled(args.patience)
     if stopped:
@@ -393,7 +400,8 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
                 f"UNet(base_channels={args.base_channels}, depth={args.depth}), Adam lr {args.lr}, loss {args.loss}, "
                 f"batch {args.batch_size} per process"
                 + (f" of {args.crop_size}x{args.crop_size} windows" if args.crop_size else "")
-                + f", augmentation {'on' if args.augment else 'off'}, seed "
+                + (f", augmentation on (noise sd up to {args.noise_std})" if args.augment else ", augmentation off")
+                + ", seed "
                 f"{args.seed}; best validation {state.select_by} (mean over labels) {state.best_score:.4f} at epoch "
                 f"{state.best_epoch} of "
                 f"{state.epoch}. Per-epoch log: training_log.csv; curves: training_curves.png."

@@ -182,8 +182,12 @@ def write_report(records: list[dict], out: Path, title: str, note: str, dataset=
         "image diagonal when exactly one mask is empty. Accuracy is dominated by background and never used to "
         "choose a model. Contrast-to-noise: (mean inside the truth - mean of the pixels within 3 px around it) / "
         "standard deviation of those pixels, on the image as read; negative means darker than its surroundings. "
-        "Slices whose truth has no such surroundings (flat or absent) are left out of that table. Source: the case "
-        "id up to its first underscore (in the shared spine set also the MRI sequence)."
+        "Slices whose truth has no such surroundings (flat or absent) are left out of that table."
+        + (
+            " Source: the case id up to its first underscore (in the shared spine set also the MRI sequence)."
+            if several_sources
+            else ""
+        )
     )
     (out / "report.md").write_text("\n".join(parts) + "\n")
     (out / "metrics.json").write_text(json.dumps(json_ready(summary), indent=1))

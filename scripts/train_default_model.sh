@@ -17,6 +17,7 @@
 #   cp runs/hemseg-unet16/{model.safetensors,config.json,README.md,metrics.json,training_log.csv,training_curves.png} \
 #      hemseg/bundled_model/ && cp -r runs/hemseg-unet16/evaluation hemseg/bundled_model/
 #
+# Steps 1-4 ran when the augmentation's noise reached sd 0.05 (train.py's default is now 0.1), hence --noise-std.
 # Each step resumes where it stopped when run again (--resume-from-checkpoint latest). A runs folder made by the
 # three-step version of this script holds step 3 as hemseg-unet16: rename it and its -checkpoints folder to
 # unet16-t4 first.
@@ -30,15 +31,15 @@ launch=(accelerate launch --num_processes 1 --num_machines 1 --mixed_precision b
 resume() { [ -d "$1-checkpoints/checkpoints" ] && echo --resume-from-checkpoint latest || true; }
 
 [ -d "$runs/unet16" ] || "${launch[@]}" --data "$data" --output-dir "$runs/unet16" --base-channels 16 \
-  --loss bce+dice --lr 1e-3 --epochs 200 --patience 15 --channels-last $(resume "$runs/unet16")
+  --loss bce+dice --lr 1e-3 --epochs 200 --patience 15 --channels-last --noise-std 0.05 $(resume "$runs/unet16")
 [ -d "$runs/unet16-192" ] || "${launch[@]}" --data "$data" --output-dir "$runs/unet16-192" --base-channels 16 \
   --image-size 192 --crop-size 128 --loss bce+dice --lr 3e-4 --epochs 50 --patience 10 --channels-last \
-  --init-from "$runs/unet16" $(resume "$runs/unet16-192")
+  --noise-std 0.05 --init-from "$runs/unet16" $(resume "$runs/unet16-192")
 [ -d "$runs/unet16-t4" ] || "${launch[@]}" --data "$data_t4" --output-dir "$runs/unet16-t4" --base-channels 16 \
   --image-size 192 --crop-size 128 --loss bce+dice --lr 1.5e-4 --epochs 18 --patience 6 --channels-last --seed 4 \
-  --init-from "$runs/unet16-192" $(resume "$runs/unet16-t4")
+  --noise-std 0.05 --init-from "$runs/unet16-192" $(resume "$runs/unet16-t4")
 step4=(--data "$data_a4" --output-dir "$runs/hemseg-unet16" --base-channels 16 --image-size 192 --crop-size 128
-  --loss bce+dice --lr 1.5e-4 --channels-last --seed 5 --init-from "$runs/unet16-t4")
+  --loss bce+dice --lr 1.5e-4 --channels-last --seed 5 --noise-std 0.05 --init-from "$runs/unet16-t4")
 [ -f "$runs/hemseg-unet16/metrics.json" ] ||
   "${launch[@]}" "${step4[@]}" --epochs 20 --patience 6 $(resume "$runs/hemseg-unet16")
 # Then 8 more epochs chosen by Dice_fg (7 + 8 = 15 when this was made), unless that already ran.

@@ -63,6 +63,7 @@ def test_one_process_writes_a_complete_model_folder(trained_model, tiny_slices):
     assert "hemangioma sagittal dice" in names and "vertebral_body overall recall" in names
     assert {r.dataset_split for r in card.data.eval_results} == {"test"}
     assert "simulated" in card.text and metrics["command"] in card.text
+    assert "augmentation on (noise sd up to 0.1)" in card.text  # the default, stated where people read it
     for split in ("val", "test"):  # a table per label for each held-out split
         for label in ("vertebral_body", "hemangioma"):
             assert f"### {label} ({split} split" in card.text
