@@ -14,7 +14,7 @@ from pathlib import Path
 
 import datasets
 
-from hemseg.data import load
+from hemseg.data import add_data_options, load
 from hemseg.evaluate import predicted_batches
 from hemseg.files import write_csv
 from hemseg.inference import Segmenter, add_model_options, cut
@@ -82,8 +82,7 @@ def add_calibrate_command(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "calibrate", help="what seed thresholds (keep a lesion only where the model is this sure) do on a split"
     )
-    parser.add_argument("--data", required=True, help="slice folder, saved data set folder or Hub data set id")
-    parser.add_argument("--split", default="val", help="train, val or test; 'all' for every slice")
+    add_data_options(parser, split="val")
     parser.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
     add_model_options(parser)
     parser.set_defaults(command=run_calibrate)
@@ -91,7 +90,7 @@ def add_calibrate_command(subcommands: argparse._SubParsersAction) -> None:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.model, precision=args.precision, tta=args.tta)
-    table = seed_table(segmenter, load(args.data), None if args.split == "all" else args.split)
+    table = seed_table(segmenter, load(args.data), args.split)
     chosen = choose_seeds(table)
     print(f"model {segmenter.source}, threshold {segmenter.model.threshold}, data {args.data}, split {args.split}\n")
     print(markdown(table, chosen))

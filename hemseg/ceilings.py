@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hemseg.data import label_names, load, select_split
+from hemseg.data import add_data_options, label_names, load, select_split
 from hemseg.metrics import overlap_scores
 from hemseg.transforms import from_model_grid, to_model_grid
 from hemseg.volumes import PLANE_AXIS, PLANES, cut, read_volume
@@ -111,8 +111,7 @@ def add_ceilings_command(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "ceilings", help="Dice_fg a perfect model could reach: through the model grid, and one slice off"
     )
-    parser.add_argument("--data", required=True, help="slice folder made by `python -m hemseg prepare`")
-    parser.add_argument("--split", default="val", help="which split to score; 'all' for every slice")
+    add_data_options(parser, split="val", data_help="slice folder made by `python -m hemseg prepare`")
     parser.add_argument("--sizes", default="128,160,192,256", help="comma-separated model grid sides")
     parser.set_defaults(command=run_ceilings)
 
@@ -122,5 +121,5 @@ def run_ceilings(args: argparse.Namespace) -> int:
     if not (folder / "dataset.json").exists():
         raise ValueError(f"{folder}: not a slice folder made by `python -m hemseg prepare` (no dataset.json)")
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(markdown(ceilings(folder, None if args.split == "all" else args.split, sizes)))
+    print(markdown(ceilings(folder, args.split, sizes)))
     return 0

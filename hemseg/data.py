@@ -7,6 +7,7 @@ RAM work; ``save_to_disk`` and ``push_to_hub`` on it store or share a prepared s
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import io
@@ -21,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from hemseg.hub import is_path_not_hub_id
 from hemseg.volumes import PLANES
 
+DATA_HELP = "slice folder, saved data set folder or Hub data set id"
 REQUIRED_COLUMNS = ("file", "case", "plane", "index", "spacing_row", "spacing_col", "split")
 
 
@@ -173,10 +175,16 @@ def label_names(dataset: datasets.Dataset) -> list[str]:
 
 
 def select_split(dataset: datasets.Dataset, split: str | None) -> datasets.Dataset:
-    """The slices of one split (None: all); a ValueError when there are none."""
-    if split is None:
+    """The slices of one split (None or "all": every slice); a ValueError when there are none."""
+    if split in (None, "all"):
         return dataset
     selected = dataset.filter(lambda s: s == split, input_columns="split")
     if len(selected) == 0:
         raise ValueError(f"the data set has no {split!r} slices")
     return selected
+
+
+def add_data_options(parser: argparse.ArgumentParser, split: str, data_help: str = DATA_HELP) -> None:
+    """--data and --split (default ``split``; 'all' for every slice), for the commands that score one split."""
+    parser.add_argument("--data", required=True, help=data_help)
+    parser.add_argument("--split", default=split, help="train, val or test; 'all' for every slice")

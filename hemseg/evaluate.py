@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
-from hemseg.data import label_names, load, select_split
+from hemseg.data import add_data_options, label_names, load, select_split
 from hemseg.files import write_csv
 from hemseg.inference import Segmenter, add_model_options
 from hemseg.metrics import contrast_to_noise, json_ready, slice_metrics, summarize
@@ -209,9 +209,8 @@ def write_report(records: list[dict], out: Path, title: str, note: str, dataset=
 
 def add_evaluate_command(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser("evaluate", help="metrics of a model on a data set, per label and plane")
-    parser.add_argument("--data", required=True, help="slice folder, saved data set or Hub data set id")
+    add_data_options(parser, split="test")
     parser.add_argument("--out", required=True, help="folder for report.md, metrics.csv/json and figures")
-    parser.add_argument("--split", default="test", help="which split to score; 'all' for every slice")
     add_model_options(parser)
     parser.set_defaults(command=run_evaluate)
 
@@ -219,8 +218,7 @@ def add_evaluate_command(subcommands: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.model, precision=args.precision, tta=args.tta)
     dataset = load(args.data)
-    split = None if args.split == "all" else args.split
-    records = evaluate_dataset(segmenter, dataset, split)
+    records = evaluate_dataset(segmenter, dataset, args.split)
     note = (
         f"Model: {segmenter.source}. Data: {args.data}, split {args.split}, {len({r['file'] for r in records})} "
         "slices. Vertebral-body masks are real; hemangioma lesions are simulated (hemseg.simulate), so "

@@ -17,7 +17,7 @@ import numpy as np
 from skimage.transform import resize
 
 from hemseg.calibrate import UNSCORED
-from hemseg.data import load
+from hemseg.data import add_data_options, load
 from hemseg.evaluate import predicted_batches
 from hemseg.files import write_csv
 from hemseg.inference import Segmenter, add_model_options
@@ -133,8 +133,7 @@ def add_robustness_command(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "robustness", help="scores of a model on a split under scanner- and sequence-like image shifts"
     )
-    parser.add_argument("--data", required=True, help="slice folder, saved data set folder or Hub data set id")
-    parser.add_argument("--split", default="val", help="train, val or test; 'all' for every slice")
+    add_data_options(parser, split="val")
     parser.add_argument(
         "--shifts",
         nargs="+",
@@ -151,7 +150,7 @@ def add_robustness_command(subcommands: argparse._SubParsersAction) -> None:
 def run_robustness(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.model, precision=args.precision, tta=args.tta)
     names = ["none", *[name for name in args.shifts if name != "none"]]  # the change is against no shift
-    table = robustness_table(segmenter, load(args.data), None if args.split == "all" else args.split, names)
+    table = robustness_table(segmenter, load(args.data), args.split, names)
     print(f"model {segmenter.source}, data {args.data}, split {args.split}\n")
     print(markdown(table))
     if args.csv:
