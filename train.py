@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=AugmentConfig.noise_std[1],
         help="largest sd of the augmentation's Gaussian noise, a share of the scaled intensity range (default "
-        "%(default)s; 0.05 until session 6)",
+        "%(default)s; earlier versions used 0.05)",
     )
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory (faster with bf16 / AMX)")
     parser.add_argument("--seed", type=int, default=0)
@@ -112,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--choose-seed-thresholds names {sorted(unknown)}, which --labels does not")
     if args.checkpoint_every < 1:
         parser.error("--checkpoint-every must be at least 1")
+    if args.noise_std < 0:
+        parser.error("--noise-std must be 0 or more")
     step = 2**args.depth  # the U-Net's poolings halve a window that many times
     if args.crop_size and not (step <= args.crop_size <= args.image_size and args.crop_size % step == 0):
         parser.error(f"--crop-size must be a multiple of {step} between {step} and --image-size")

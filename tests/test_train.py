@@ -217,6 +217,10 @@ def test_bad_data_is_explained(tmp_path, tiny_slices):
         ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--labels", "spleen"], check=False
     )
     assert result.returncode == 2 and "spleen" in result.stderr
+    result = run_train(
+        ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--noise-std", "-0.1"], check=False
+    )
+    assert result.returncode == 2 and "--noise-std must be 0 or more" in result.stderr
 
 
 def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, tmp_path):
