@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 from hemseg.data import add_data_options, load
 from hemseg.evaluate import predicted_batches
@@ -33,10 +35,13 @@ def seed_table(
     candidates: tuple[float, ...] = SEED_CANDIDATES,
     batch_size: int = 16,
     progress: bool = True,
+    transform: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    desc: str = "calibrating",
 ) -> list[dict]:
     """One row per label and seed (``None``: the plain threshold) with the ``COLUMNS`` scores over the split's
-    slices at their own resolution, as ``python -m hemseg evaluate`` scores them."""
-    labels, batches = predicted_batches(segmenter, dataset, split, batch_size, "calibrating", progress)
+    slices at their own resolution, as ``python -m hemseg evaluate`` scores them; ``transform`` as in
+    ``predicted_batches``."""
+    labels, batches = predicted_batches(segmenter, dataset, split, batch_size, desc, progress, transform)
     seeds = (None, *sorted(candidates))
     records: dict[tuple[str, float | None], list[dict]] = {(label, seed): [] for label in labels for seed in seeds}
     for _, batch, probs in batches:

@@ -2,8 +2,9 @@
 sequence changes them (noise, intensity curve, resolution, bias field, reversed contrast).
 
 Each shift is applied to every slice of a split as it is stored (before the model's own preprocessing), the slice
-is cast back to its own integer type, and the split is scored as ``calibrate`` scores it. The truth is unchanged:
-no shift moves anatomy. Noise is deterministic per slice (seeded by its position in the split).
+is cast back to its own integer type, and the split is scored as ``calibrate`` scores it (``seed_table``, with the
+model's own seeds). The truth is unchanged: no shift moves anatomy. Noise is deterministic per slice (seeded by its
+position in the split).
 """
 
 from __future__ import annotations
@@ -16,20 +17,19 @@ import datasets
 import numpy as np
 from skimage.transform import resize
 
-from hemseg.calibrate import UNSCORED
+from hemseg.calibrate import seed_table
 from hemseg.data import add_data_options, load
-from hemseg.evaluate import predicted_batches
 from hemseg.files import write_csv
 from hemseg.inference import Segmenter, add_model_options
-from hemseg.metrics import overlap_metrics, summarize
+from hemseg.transforms import DEFAULT_PREPROCESSING
 
 Shift = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 COLUMNS = ("dice_fg", "pooled_dice", "slice_false_alarm_rate", "lesion_f1")
 
 
 def _spread(image: np.ndarray) -> float:
-    """The range the model's preprocessing scales to [0, 1]: 0.5th to 99.5th percentile."""
-    low, high = np.percentile(image, (0.5, 99.5))
+    """The range the default preprocessing scales to [0, 1]: 0.5th to 99.5th percentile."""
+    low, high = np.percentile(image, DEFAULT_PREPROCESSING["percentiles"])
     return max(float(high - low), 1.0)
 
 
@@ -90,29 +90,27 @@ def robustness_table(
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict]:
-    """One row per shift and label with the ``COLUMNS`` scores over the split's slices."""
+    """One row per shift and label with the ``COLUMNS`` scores over the split's slices, each label cut with the
+    model's own seed threshold (``seed_table``'s row for that seed)."""
+    own = segmenter.model.seed_thresholds
     table = []
     for name in names:
-        labels, batches = predicted_batches(
+        rows = seed_table(
             segmenter,
             dataset,
             split,
-            16,
-            name,
-            progress,
+            candidates=tuple(own.values()),
+            progress=progress,
             transform=lambda image, index, shift=SHIFTS[name]: shifted(
                 image, shift, np.random.default_rng([seed, index])
             ),
+            desc=name,
         )
-        records: dict[str, list[dict]] = {label: [] for label in labels}
-        for _, batch, probs in batches:
-            for i, p in enumerate(probs):
-                for label in labels:
-                    pred = segmenter.mask(p, label)
-                    records[label].append(overlap_metrics(pred, batch[label][i] > 0) | UNSCORED)
-        for label, recs in records.items():
-            overall = summarize(recs, by=None)["overall"]
-            table.append({"shift": name, "label": label, **{key: overall[key] for key in COLUMNS}})
+        table += [
+            {"shift": name, "label": row["label"], **{key: row[key] for key in COLUMNS}}
+            for row in rows
+            if row["seed"] == own.get(row["label"])
+        ]
     return table
 
 
