@@ -39,6 +39,7 @@ from hemseg.metrics import confusion_counts, json_ready
 from hemseg.model import UNet
 from hemseg.training import (
     DEFAULT_SELECTION,
+    NOISY_SELECTIONS,
     SELECTION_SCORES,
     TrainingState,
     epoch_metrics,
@@ -96,6 +97,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="largest sd of the augmentation's Gaussian noise, a share of the scaled intensity range (default "
         "%(default)s; earlier versions used 0.05)",
     )
+    parser.add_argument(
+        "--intensity-curves",
+        type=float,
+        default=AugmentConfig.curve_p,
+        metavar="P",
+        help="share of training samples whose intensities go through a random non-monotonic curve, so tissues swap "
+        "rank as between MRI sequences (default %(default)s: off)",
+    )
+    parser.add_argument(
+        "--val-noise",
+        type=float,
+        default=0.0,
+        metavar="SD",
+        help="also validate each epoch with Gaussian noise of this sd added to the validation slices (a share of the "
+        "scaled intensity range, the same noise every epoch), logged as noisyval_* columns; needed by --select-by "
+        f"{', '.join(sorted(NOISY_SELECTIONS))}",
+    )
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory (faster with bf16 / AMX)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume-from-checkpoint", help="a checkpoint folder, or 'latest'")
@@ -114,20 +132,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--checkpoint-every must be at least 1")
     if args.noise_std < 0:
         parser.error("--noise-std must be 0 or more")
+    if not 0 <= args.intensity_curves <= 1:
+        parser.error("--intensity-curves must be between 0 and 1")
+    if args.val_noise < 0:
+        parser.error("--val-noise must be 0 or more")
+    if args.select_by in NOISY_SELECTIONS and not args.val_noise:
+        parser.error(f"--select-by {args.select_by} needs --val-noise above 0")
     step = 2**args.depth  # the U-Net's poolings halve a window that many times
     if args.crop_size and not (step <= args.crop_size <= args.image_size and args.crop_size % step == 0):
         parser.error(f"--crop-size must be a multiple of {step} between {step} and --image-size")
     return args
 
 
+def slice_noise(idx: torch.Tensor, shape: torch.Size, sd: float) -> torch.Tensor:
+    """Gaussian noise of ``sd`` for the slices ``idx``, drawn from generators seeded with their indices: the same
+    in every epoch, however the slices are shared among processes."""
+    generator = torch.Generator(idx.device)
+    noise = torch.empty((len(idx), *shape), device=idx.device)
+    for row, i in enumerate(idx.tolist()):
+        generator.manual_seed(i)
+        noise[row] = torch.randn(shape, generator=generator, device=idx.device)
+    return sd * noise
+
+
 @torch.no_grad()
-def validate(model, loader, data, per_sample_loss, accelerator) -> tuple[float, torch.Tensor, torch.Tensor]:
+def validate(
+    model, loader, data, per_sample_loss, accelerator, noise_sd: float = 0.0
+) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Validation loss (the mean of each slice's loss) and per-slice counts, gathered from every process without
-    duplicates."""
+    duplicates; with ``noise_sd``, on the slices with ``slice_noise`` added (unclipped, as the augmentation's)."""
     model.eval()
     losses, counts, planes = [], [], []
     for (idx,) in loader:
         images, masks = data.images[idx].float(), data.masks[idx].float()
+        if noise_sd:
+            images = images + slice_noise(idx, images.shape[1:], noise_sd)
         logits = model(images)
         # One loss per slice, so the duplicates that pad the last batch of a process are dropped exactly.
         loss = per_sample_loss(logits, masks)
@@ -271,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     loss_fn, val_loss_fn = make_loss(args.loss), make_loss(args.loss, per_sample=True)
     log = read_log(work_dir / "training_log.csv", state.epoch)
     generator = torch.Generator(accelerator.device)
-    augment_config = AugmentConfig(noise_std=(0.0, args.noise_std)) if args.augment else NO_AUGMENT
+    augment_config = (
+        AugmentConfig(noise_std=(0.0, args.noise_std), curve_p=args.intensity_curves) if args.augment else NO_AUGMENT
+    )
     # A resumed run that had stopped early stays stopped (its last epoch would otherwise train once more).
     stopped = bool(args.resume_from_checkpoint) and state.stalled(args.patience)
     if stopped:
@@ -305,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
 
         val_loss, val_counts, val_planes = validate(model, val_loader, data, val_loss_fn, accelerator)
+        noisy = {}
+        if args.val_noise:
+            noisy_loss, noisy_counts, _ = validate(model, val_loader, data, val_loss_fn, accelerator, args.val_noise)
+            noisy = {"noisyval_loss": noisy_loss, **epoch_metrics("noisyval", noisy_counts, val_planes, labels)}
         row = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
@@ -313,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             "val_loss": val_loss,
             **epoch_metrics("train", torch.cat(train_counts), torch.cat(train_planes), labels),
             **epoch_metrics("val", val_counts, val_planes, labels),
+            **noisy,
         }
         log.append(row)
         score = selection_score(row, labels, state.select_by)
@@ -335,11 +381,15 @@ def main(argv: list[str] | None = None) -> int:
             accelerator.project_configuration.iteration = epoch  # checkpoint_<k> holds epoch k + 1
             accelerator.save_state()
             timing += f", checkpoint {time.perf_counter() - saving:.1f} s"
-        accelerator.print(
+        message = (
             f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, val pooled Dice "
             + ", ".join(f"{label} {row[f'val_{label}_all_dice']:.4f}" for label in labels)
-            + f" ({timing})"
         )
+        if noisy:
+            message += f"; with noise {args.val_noise}: val loss {noisy['noisyval_loss']:.4f}, Dice_fg " + ", ".join(
+                f"{label} {noisy[f'noisyval_{label}_all_dice_fg']:.4f}" for label in labels
+            )
+        accelerator.print(f"{message} ({timing})")
         if stop:
             accelerator.print(f"early stop: no improvement for {args.patience} epochs")
             break
@@ -402,7 +452,8 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
                 f"UNet(base_channels={args.base_channels}, depth={args.depth}), Adam lr {args.lr}, loss {args.loss}, "
                 f"batch {args.batch_size} per process"
                 + (f" of {args.crop_size}x{args.crop_size} windows" if args.crop_size else "")
-                + (f", augmentation on (noise sd up to {args.noise_std})" if args.augment else ", augmentation off")
+                + f", {augmentation_note(args)}"
+                + (f", validated also with noise sd {args.val_noise}" if args.val_noise else "")
                 + ", seed "
                 f"{args.seed}; best validation {state.select_by} (mean over labels) {state.best_score:.4f} at epoch "
                 f"{state.best_epoch} of "
@@ -419,6 +470,14 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
             input_size=(args.image_size, args.image_size),
         )
     print(f"model folder written: {output_dir} (evaluated and written in {time.perf_counter() - started:.0f} s)")
+
+
+def augmentation_note(args: argparse.Namespace) -> str:
+    """The augmentation a run trained with, for its model card."""
+    if not args.augment:
+        return "augmentation off"
+    curves = f", random intensity curves on {args.intensity_curves:g} of the samples" if args.intensity_curves else ""
+    return f"augmentation on (noise sd up to {args.noise_std}{curves})"
 
 
 def data_note(data: str) -> str:

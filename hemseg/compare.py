@@ -3,14 +3,17 @@
     python -m hemseg compare runs/unet8-checkpoints runs/unet16-checkpoints
 
 Each RUN is the ``<output-dir>-checkpoints`` folder that train.py keeps: its ``run.json`` gives the architecture
-and its ``training_log.csv`` the validation scores of every epoch (on the 128x128 model grid). The table shows the
-epoch with the best validation score, as train.py chose it (``--select-by``; mean pooled Dice by default).
+and its ``training_log.csv`` the validation scores of every epoch (on the model grid). The table shows the epoch
+with the best validation score by the run's ``--select-by`` (mean pooled Dice by default), among the epochs that
+logged it (the ``--val-noise`` columns start at the epoch that first had it). A run resumed with another score
+chose only among the epochs after the resume, which the log does not record.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from hemseg.model import UNet, count_parameters
@@ -24,7 +27,8 @@ def comparison_table(runs: list[str]) -> str:
         settings = json.loads((run / "run.json").read_text())
         labels = settings["labels"].split(",")
         log = read_log(run / "training_log.csv")
-        best = max(log, key=lambda row: selection_score(row, labels, settings.get("select_by", DEFAULT_SELECTION)))
+        scores = [selection_score(row, labels, settings.get("select_by", DEFAULT_SELECTION)) for row in log]
+        best = log[max((i for i, score in enumerate(scores) if not math.isnan(score)), key=scores.__getitem__)]
         params = count_parameters(UNet(1, len(labels), settings["base_channels"], settings["depth"], labels=labels))
         seconds = sum(row["seconds"] for row in log) / len(log)
         cells = [

@@ -72,7 +72,7 @@ def best_worst_grid(records: list[dict], dataset, segmenter, out: Path, label: s
 
 
 def training_curves(log: list[dict], labels: list[str], out: Path) -> Path:
-    """Loss and validation Dice per epoch."""
+    """Loss and validation Dice per epoch (dotted: on the validation slices with noise, where logged)."""
     epochs = [row["epoch"] for row in log]
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     loss_ax.plot(epochs, [row["train_loss"] for row in log], label="train")
@@ -83,6 +83,9 @@ def training_curves(log: list[dict], labels: list[str], out: Path) -> Path:
     for label in labels:
         dice_ax.plot(epochs, [row[f"train_{label}_all_dice"] for row in log], "--", label=f"{label} train")
         dice_ax.plot(epochs, [row[f"val_{label}_all_dice"] for row in log], label=f"{label} validation")
+        noisy = [row.get(f"noisyval_{label}_all_dice", math.nan) for row in log]
+        if not all(math.isnan(value) for value in noisy):
+            dice_ax.plot(epochs, noisy, ":", label=f"{label} validation, noise added")
     dice_ax.set_xlabel("epoch")
     dice_ax.set_title("pooled Dice")
     dice_ax.set_ylim(0, 1)

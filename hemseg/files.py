@@ -28,10 +28,11 @@ def atomic_folder(out: Path) -> Iterator[Path]:
 
 
 def write_csv(path: Path, rows: Iterable[Mapping], fieldnames: list[str] | None = None) -> Path:
-    """One header row (``fieldnames``, else the keys of the first row), then one line per row."""
+    """One header row (``fieldnames``, else every key of the rows in the order first seen), then one line per
+    row; a key a row lacks is left empty."""
     rows = list(rows)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fieldnames or list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
     return path

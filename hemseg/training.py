@@ -111,27 +111,37 @@ def epoch_metrics(prefix: str, counts: torch.Tensor, planes: torch.Tensor, label
 
 
 def read_log(path: Path, epochs: float = math.inf) -> list[dict]:
-    """The rows of a ``training_log.csv`` up to ``epochs``, as numbers; none when there is no log yet."""
+    """The rows of a ``training_log.csv`` up to ``epochs``, as numbers; none when there is no log yet.
+
+    An empty cell (a column the run added on a resume, for the epochs before it) reads as NaN.
+    """
     if not path.exists():
         return []
     with open(path) as f:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = [{k: float(v) if v else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
     return [{**row, "epoch": int(row["epoch"])} for row in rows if row["epoch"] <= epochs]
 
 
-# Validation scores the best epoch can be chosen by, and their training_log.csv column per label.
+# Validation scores the best epoch can be chosen by: per label, the mean of these training_log.csv columns
+# (``{}`` is the label).
 SELECTION_SCORES = {
-    "pooled_dice": "all_dice",  # the paper's: Dice of the pixel counts pooled over all slices
-    "dice_fg": "all_dice_fg",  # mean Dice over the slices with the label: small and faint ones weigh in full
+    "pooled_dice": ("val_{}_all_dice",),  # the paper's: Dice of the pixel counts pooled over all slices
+    "dice_fg": ("val_{}_all_dice_fg",),  # mean Dice over the slices with the label: small and faint ones weigh in full
+    # dice_fg on the validation slices as they are and with noise added (train.py --val-noise): an epoch that
+    # only fits clean slices is not chosen over one that holds up on noisier scanners.
+    "dice_fg_clean_and_noisy": ("val_{}_all_dice_fg", "noisyval_{}_all_dice_fg"),
 }
 DEFAULT_SELECTION = "pooled_dice"
+NOISY_SELECTIONS = {name for name, columns in SELECTION_SCORES.items() if any("noisyval" in c for c in columns)}
 
 
 def selection_score(row: dict, labels: list[str], select_by: str = DEFAULT_SELECTION) -> float:
-    """What early stopping, the plateau scheduler and the best epoch go by: the mean over the labels of the
-    validation score ``select_by`` (a key of ``SELECTION_SCORES``)."""
-    column = SELECTION_SCORES[select_by]
-    return sum(float(row[f"val_{label}_{column}"]) for label in labels) / len(labels)
+    """What early stopping, the plateau scheduler and the best epoch go by: the mean over the labels and over the
+    columns of ``SELECTION_SCORES[select_by]``."""
+    columns = SELECTION_SCORES[select_by]
+    return sum(float(row[column.format(label)]) for label in labels for column in columns) / (
+        len(labels) * len(columns)
+    )
 
 
 class TrainingState:

@@ -29,6 +29,9 @@ EXPECTED_FILES = {
 }
 
 
+LABELS = ("vertebral_body", "hemangioma")
+
+
 def read_log(folder):
     with open(folder / "training_log.csv") as f:
         return list(csv.DictReader(f))
@@ -87,7 +90,7 @@ def test_soft_dice_scores_only_labels_that_are_present():
 def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
     out = tmp_path / "two"
     result = run_train(
-        one_epoch(tiny_slices, out),
+        [*one_epoch(tiny_slices, out), "--val-noise", "0.1"],
         launcher=(
             "accelerate",
             "launch",
@@ -111,7 +114,7 @@ def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
     data = load_tensors(load(tiny_slices), model.labels, model.preprocessing, progress=False)
     val_idx = torch.from_numpy((data.splits == "val").nonzero()[0])
     accelerator = Accelerator(cpu=True)
-    from train import validate
+    from train import slice_noise, validate
 
     loader = accelerator.prepare(DataLoader(TensorDataset(val_idx), batch_size=8))
     val_loss, counts, planes = validate(model, loader, data, make_loss("bce", per_sample=True), accelerator)
@@ -120,6 +123,15 @@ def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
     for key, value in recomputed.items():
         assert float(logged[key]) == pytest.approx(value, abs=1e-6, nan_ok=True), key
     assert float(logged["val_loss"]) == pytest.approx(val_loss, rel=1e-4)
+    # The noisy validation too: each slice's noise is its own, however the slices were shared out.
+    noisy_loss, noisy_counts, _ = validate(model, loader, data, make_loss("bce", per_sample=True), accelerator, 0.1)
+    for key, value in epoch_metrics("noisyval", noisy_counts, planes, model.labels).items():
+        assert float(logged[key]) == pytest.approx(value, abs=1e-6, nan_ok=True), key
+    assert float(logged["noisyval_loss"]) == pytest.approx(noisy_loss, rel=1e-4)
+    assert noisy_loss != val_loss  # the noise reached the model (one epoch of a tiny network barely reacts)
+    noise = slice_noise(torch.tensor([3, 5]), torch.Size([1, 64, 64]), 0.1)
+    assert torch.equal(noise[1], slice_noise(torch.tensor([5]), torch.Size([1, 64, 64]), 0.1)[0])
+    assert not torch.equal(noise[0], noise[1]) and float(noise.std()) == pytest.approx(0.1, rel=0.05)
 
 
 def test_interrupted_run_resumes_at_the_right_epoch(tmp_path, tiny_slices):
@@ -165,6 +177,22 @@ def test_best_epoch_by_dice_fg_and_a_new_choice_on_resume(tmp_path, tiny_slices)
     # Switching back with no epoch left to choose from would call an epoch best that no score chose.
     refused = run_train([*resume, "--epochs", "4", "--select-by", "dice_fg"], check=False)
     assert refused.returncode == 2 and "resume with --epochs above the 4 already done" in refused.stderr
+    # Chosen on clean and noisy validation slices: the log gains the noisy columns, empty for the earlier epochs.
+    noisy = [*resume, "--epochs", "5", "--select-by", "dice_fg_clean_and_noisy", "--val-noise", "0.1"]
+    noisy += ["--intensity-curves", "0.3"]
+    assert "with noise 0.1: val loss" in run_train(noisy).stdout
+    log = read_log(out)
+    assert [row["noisyval_hemangioma_all_dice_fg"] == "" for row in log] == [True] * 4 + [False]
+    last = log[-1]
+    both = [float(last[f"{prefix}_{label}_all_dice_fg"]) for prefix in ("val", "noisyval") for label in LABELS]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["selected_by"] == "dice_fg_clean_and_noisy" and metrics["best_epoch"] == 5
+    assert metrics["best_val_score"] == pytest.approx(sum(both) / 4)
+    card = (out / "README.md").read_text()
+    assert "random intensity curves on 0.3 of the samples), validated also with noise sd 0.1" in card
+    # compare goes by the same score, among the epochs that logged it.
+    compared = run(["-m", "hemseg", "compare", f"{out}-checkpoints"]).stdout.strip().splitlines()[-1]
+    assert "| 5 of 5 |" in compared
 
 
 def test_checkpoints_every_n_epochs_and_after_each_new_best(tmp_path, tiny_slices):
@@ -221,6 +249,15 @@ def test_bad_data_is_explained(tmp_path, tiny_slices):
         ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--noise-std", "-0.1"], check=False
     )
     assert result.returncode == 2 and "--noise-std must be 0 or more" in result.stderr
+    result = run_train(
+        ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--select-by", "dice_fg_clean_and_noisy"],
+        check=False,
+    )
+    assert result.returncode == 2 and "needs --val-noise above 0" in result.stderr
+    result = run_train(
+        ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--intensity-curves", "1.5"], check=False
+    )
+    assert result.returncode == 2 and "--intensity-curves must be between 0 and 1" in result.stderr
 
 
 def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, tmp_path):

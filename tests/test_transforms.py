@@ -10,6 +10,7 @@ from hemseg.transforms import (
     from_model_grid,
     normalize_intensity,
     preprocess,
+    random_curves,
     to_model_grid,
 )
 
@@ -121,3 +122,22 @@ def test_crop_windows_follow_the_foreground_and_keep_image_and_mask_aligned():
     assert set(plain_images.unique().tolist()) == {0.0, 1.0}  # no interpolated values
     empty = augment(images, torch.zeros_like(masks), torch.Generator().manual_seed(3), crop=48)
     assert empty[0].shape == (16, 1, 48, 48) and not empty[1].any()
+
+
+def test_random_curves_are_piecewise_linear_keep_black_and_can_swap_tissues():
+    ramp = torch.linspace(0, 1, 401).repeat(64, 1, 1, 1)  # 64 images, each one row from 0 to 1
+    curved = random_curves(ramp, 1.0, 5, torch.Generator().manual_seed(0))
+    assert torch.all(curved[..., 0] == 0) and torch.allclose(curved.amax(-1), torch.ones(64, 1, 1))
+    # Straight between the control points at 0, 0.25, 0.5, 0.75 and 1 (every 100th pixel of the ramp).
+    knots = curved[..., ::100]
+    between = (knots[..., :-1] + knots[..., 1:]) / 2
+    assert torch.allclose(curved[..., 50::100], between, atol=1e-5)
+    assert (curved.diff(dim=-1) < 0).any(-1).float().mean() > 0.5  # most curves fall somewhere: ranks swap
+    # With p 0 nothing changes and nothing is drawn, so earlier augmentations replay exactly.
+    generator = torch.Generator().manual_seed(0)
+    assert random_curves(ramp, 0.0, 5, generator) is ramp and generator.get_state().equal(
+        torch.Generator().manual_seed(0).get_state()
+    )
+    some = random_curves(ramp, 0.5, 5, torch.Generator().manual_seed(1))
+    changed = (some != ramp).flatten(1).any(1).float().mean()
+    assert 0.25 < changed < 0.75
