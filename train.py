@@ -148,11 +148,9 @@ def slice_noise(idx: torch.Tensor, shape: torch.Size, sd: float) -> torch.Tensor
     """Gaussian noise of ``sd`` for the slices ``idx``, drawn from generators seeded with their indices: the same
     in every epoch, however the slices are shared among processes."""
     generator = torch.Generator(idx.device)
-    noise = torch.empty((len(idx), *shape), device=idx.device)
-    for row, i in enumerate(idx.tolist()):
-        generator.manual_seed(i)
-        noise[row] = torch.randn(shape, generator=generator, device=idx.device)
-    return sd * noise
+    return sd * torch.stack(
+        [torch.randn(shape, generator=generator.manual_seed(i), device=idx.device) for i in idx.tolist()]
+    )
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import numpy as np
 from skimage.transform import resize
 
 from hemseg.calibrate import seed_table
-from hemseg.data import add_data_options, load
+from hemseg.data import add_data_options, load, select_split
 from hemseg.files import write_csv
 from hemseg.inference import Segmenter, add_model_options
 from hemseg.transforms import DEFAULT_PREPROCESSING
@@ -93,12 +93,13 @@ def robustness_table(
     """One row per shift and label with the ``COLUMNS`` scores over the split's slices, each label cut with the
     model's own seed threshold (``seed_table``'s row for that seed)."""
     own = segmenter.model.seed_thresholds
+    dataset = select_split(dataset, split)  # once, not again for every shift
     table = []
     for name in names:
         rows = seed_table(
             segmenter,
             dataset,
-            split,
+            None,
             candidates=tuple(own.values()),
             progress=progress,
             transform=lambda image, index, shift=SHIFTS[name]: shifted(
