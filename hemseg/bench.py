@@ -10,20 +10,26 @@ Each variant runs in a fresh process (so peak resident memory is its own) on the
 - end-to-end latency for one slice through ``Segmenter.predict`` and its masks (read array -> preprocess -> model
   -> resize back -> threshold, with the seed thresholds the model has), median and 95th percentile;
 - batch throughput: ``Segmenter.probabilities`` on 32 slices, slices/s;
-- training throughput: forward, backward and Adam step (fused on CUDA, as in train.py) at batch 16, 128x128,
-  samples/s (fp32 eager, or bf16 autocast with channels-last memory for the bf16 variants, compiled with
+- training throughput: forward, backward and Adam step at batch 16, 128x128, samples/s (fp32 eager, or bf16
+  autocast with channels-last memory and fused Adam for the bf16 variants, as train.py runs them, compiled with
   torch.compile where named);
 - peak resident memory of the process.
+
+Then the training speed-up of the bundled architecture: train.py's fast step (bf16 autocast, channels-last, fused
+Adam) against a plain fp32 eager loop, the two alternating step by step in one process. On a shared machine the load
+drifts between the variants' processes; alternating exposes both loops to the same drift, so their ratio is fair.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hemseg.inference import BUNDLED_MODEL, Segmenter
 from hemseg.model import UNet, count_parameters
-from hemseg.speed import precision_context
+from hemseg.speed import fused_adam, precision_context
 from hemseg.transforms import preprocess
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "vb2_07_sagittal_042.png"
@@ -66,28 +72,50 @@ def synchronized(result, device: torch.device):
     return result
 
 
-def training_throughput(model: UNet, device: torch.device, precision: str, steps: int, compiled: bool) -> float:
+def training_step(model: UNet, device: torch.device, fast: bool, compiled: bool = False) -> Callable[[], None]:
+    """One forward, backward and Adam step at batch 16, 128x128, on ``model`` as it is: the plain fp32 eager loop,
+    or with ``fast`` train.py's fast setting (bf16 autocast where native, channels-last memory, fused Adam)."""
     model = model.train().to(device)
-    fast = precision == "bf16"
     if fast:
         model = model.to(memory_format=torch.channels_last)
     if compiled:  # what `accelerate launch --dynamo_backend inductor` does to the model
         model = torch.compile(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type == "cuda")  # as train.py
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused_adam(device) if fast else None)
     x = torch.rand(16, 1, 128, 128, device=device)
     y = (torch.rand(16, model.out_channels, 128, 128, device=device) > 0.9).float()
     if fast:
         x = x.contiguous(memory_format=torch.channels_last)
 
-    def step():
-        with precision_context(device, precision):
+    def step() -> None:
+        with precision_context(device, "bf16" if fast else "fp32"):
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).float(), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         synchronized(loss, device)
 
+    return step
+
+
+def training_throughput(model: UNet, device: torch.device, fast: bool, steps: int, compiled: bool) -> float:
+    step = training_step(model, device, fast, compiled)
     return 16 / float(np.median(timed(step, steps, warmup=2 if compiled else 1)))
+
+
+def training_speedup(device: torch.device, steps: int) -> dict:
+    """samples/s of the plain fp32 eager loop and of train.py's fast step on two copies of the bundled
+    architecture (same initial weights), their steps alternating; the ratio of the medians."""
+    model = UNet.from_pretrained(BUNDLED_MODEL)
+    loops = {"fp32_eager": training_step(copy.deepcopy(model), device, fast=False)}
+    loops["fast"] = training_step(copy.deepcopy(model), device, fast=True)
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    for step in loops.values():
+        step()  # warm-up: oneDNN picks its kernels on the first call
+    for _ in range(steps):
+        for name, step in loops.items():
+            times[name].append(timed(step, 1, warmup=0)[0])
+    rates = {f"{name}_samples_per_s": 16 / float(np.median(t)) for name, t in times.items()}
+    return {**rates, "ratio": rates["fast_samples_per_s"] / rates["fp32_eager_samples_per_s"], "steps": steps}
 
 
 def measure(name: str, device: torch.device, quick: bool) -> dict:
@@ -104,7 +132,8 @@ def measure(name: str, device: torch.device, quick: bool) -> dict:
         forward = timed(lambda: synchronized(model(x), device), 5 if quick else 20)
         latency = timed(lambda: segmenter.predict(image).masks, 10 if quick else 50)  # masks are made on demand
         batch = timed(lambda: segmenter.probabilities([image] * 32, batch_size=32), 2 if quick else 5, warmup=1)
-    train = training_throughput(model, device, precision, 2 if quick or which == "paper" else 10, compiled)
+    steps = 2 if quick or which == "paper" else 10
+    train = training_throughput(model, device, precision == "bf16", steps, compiled)
     return {
         "variant": name,
         "parameters_M": count_parameters(model) / 1e6,
@@ -174,6 +203,12 @@ def run_bench(args: argparse.Namespace) -> int:
         f"{torch.get_num_threads()} threads, torch {torch.__version__}\n"
     )
     print(table)
+    speedup = training_speedup(device, 3 if args.quick else 30)
+    print(
+        f"\nTraining the bundled architecture, the two loops alternating step by step ({speedup['steps']} steps "
+        f"each, batch 16, 128x128): plain fp32 eager {speedup['fp32_eager_samples_per_s']:.1f} samples/s, bf16 + "
+        f"channels-last + fused Adam {speedup['fast_samples_per_s']:.1f} samples/s: {speedup['ratio']:.2f}x"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps({"variants": results, "training_speedup": speedup}, indent=1))
     return 0

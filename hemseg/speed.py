@@ -35,6 +35,12 @@ def bf16_supported(device: torch.device) -> bool:
     )
 
 
+def fused_adam(device: torch.device) -> bool | None:
+    """``fused`` for ``torch.optim.Adam``: torch's fused kernel on CUDA and CPU (one pass over every parameter
+    instead of several small ops per tensor), its default elsewhere."""
+    return True if device.type in ("cuda", "cpu") else None
+
+
 def precision_context(device: torch.device, precision: str):
     """Autocast for ``precision`` "bf16" (falling back to fp32 where bf16 is not native), else nothing."""
     if precision == "bf16" and bf16_supported(device):

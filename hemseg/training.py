@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from hemseg.transforms import preprocess, to_model_grid
 from hemseg.volumes import PLANES
 
 EPOCH_METRICS = ("accuracy", "dice", "iou", "precision", "recall")
+LOAD_CHUNK = 64  # slices per read in load_tensors
 
 
 @dataclass
@@ -34,21 +37,32 @@ class SliceTensors:
 
 
 def load_tensors(
-    dataset: datasets.Dataset, labels: list[str], preprocessing: dict, progress: bool = True
+    dataset: datasets.Dataset, labels: list[str], preprocessing: dict, progress: bool = True, threads: int | None = None
 ) -> SliceTensors:
     """Preprocess every slice of ``dataset`` with the model's own contract (``hemseg.transforms.preprocess``).
 
     Filled in place: collecting per-slice tensors and concatenating them would hold the data set twice at the peak
-    (4.6 GB instead of 2.3 for 15,675 slices on a 192 grid).
+    (4.6 GB instead of 2.3 for 15,675 slices on a 192 grid). Chunks of slices are read and preprocessed by
+    ``threads`` threads (default: one per CPU core, at most 8): PNG decoding and torch's resizing release the GIL,
+    so 2,556 slices took 3.0 s with 2 threads against 4.6 s with one on a 2-core machine (README, Training).
     """
     size = tuple(preprocessing["size"])
     images = torch.empty(len(dataset), 1, *size, dtype=torch.float16)
     masks = torch.empty(len(dataset), len(labels), *size, dtype=torch.uint8)
     rows = dataset.select_columns(["image", *labels]).with_format("numpy")
-    for i, example in enumerate(tqdm(rows, desc="preprocessing", disable=not progress)):
-        images[i] = preprocess(example["image"], preprocessing)[0]
-        stacked = torch.from_numpy(np.stack([example[label] > 0 for label in labels]).astype(np.uint8))
-        masks[i] = to_model_grid(stacked[None], size, mode="nearest")[0]
+
+    def fill(start: int) -> int:
+        chunk = rows[start : start + LOAD_CHUNK]  # one read per chunk: datasets' per-row overhead is ~1 ms
+        for j, image in enumerate(chunk["image"]):
+            images[start + j] = preprocess(image, preprocessing)[0]
+            stacked = torch.from_numpy(np.stack([chunk[label][j] > 0 for label in labels]).astype(np.uint8))
+            masks[start + j] = to_model_grid(stacked[None], size, mode="nearest")[0]
+        return len(chunk["image"])
+
+    bar = tqdm(total=len(dataset), desc="preprocessing", disable=not progress)
+    with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool, bar:
+        for done in pool.map(fill, range(0, len(dataset), LOAD_CHUNK)):
+            bar.update(done)
     plane_names = dataset.features["plane"].names
     planes = torch.tensor([PLANES.index(plane_names[p]) for p in dataset["plane"]])
     return SliceTensors(images, masks, planes, np.asarray(dataset["split"]))

@@ -18,7 +18,10 @@ set -euo pipefail
 data=${1:-build/paper-slices}
 out=${2:-runs/paper}
 start=$(date +%s.%N)
-accelerate launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend "${DYNAMO:-no}" \
+# One process on one GPU needs no launcher: `accelerate launch` would set these variables (and OMP_NUM_THREADS=1)
+# after its own Python start-up (2-4 s on the 2-vCPU machine, `accelerate launch ... train.py --help` against
+# `python train.py --help`).
+ACCELERATE_MIXED_PRECISION=bf16 ACCELERATE_DYNAMO_BACKEND="${DYNAMO:-no}" python3 \
   train.py --data "$data" --output-dir "$out" --labels hemangioma --base-channels 64 --epochs 70 --patience 1000 \
   --channels-last --checkpoint-every 10 "${@:3}"
 end=$(date +%s.%N)

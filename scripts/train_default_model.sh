@@ -33,7 +33,10 @@ data_t4=${2:-build/spine-slices-t4}
 data_a4=${3:-build/spine-slices-a4}
 runs=${4:-runs}
 mkdir -p "$runs"
-launch=(accelerate launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no train.py)
+# Every core works on a CPU: without a thread count (or --cpu) the launcher sets OMP_NUM_THREADS=1, as it did for
+# steps 2-7 when they ran (README, Training).
+launch=(accelerate launch --num_processes 1 --num_machines 1 --num_cpu_threads_per_process "$(nproc)"
+  --mixed_precision bf16 --dynamo_backend no train.py)
 resume() { [ -d "$1-checkpoints/checkpoints" ] && echo --resume-from-checkpoint latest || true; }
 
 [ -d "$runs/unet16" ] || "${launch[@]}" --data "$data" --output-dir "$runs/unet16" --base-channels 16 \

@@ -1,11 +1,13 @@
 import csv
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
@@ -16,7 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from hemseg import UNet
 from hemseg.calibrate import SEED_CANDIDATES
 from hemseg.data import load
-from hemseg.training import epoch_metrics, load_tensors, make_loss, soft_dice_loss
+from hemseg.training import LOAD_CHUNK, epoch_metrics, load_tensors, make_loss, soft_dice_loss
+from hemseg.transforms import DEFAULT_PREPROCESSING, preprocess, to_model_grid
 
 EXPECTED_FILES = {
     "model.safetensors",
@@ -85,6 +88,21 @@ def test_soft_dice_scores_only_labels_that_are_present():
     assert soft_dice_loss(half, targets) == pytest.approx(1 - 17 / 25, abs=1e-3)
     assert soft_dice_loss(perfect, torch.zeros_like(targets)) == 0
     assert make_loss("bce+dice")(half, targets) > make_loss("bce")(half, targets)
+
+
+def test_resident_tensors_hold_each_slice_preprocessed_in_order(tiny_slices):
+    dataset = load(tiny_slices)
+    assert len(dataset) > LOAD_CHUNK  # several chunks, read by several threads
+    preprocessing = {**DEFAULT_PREPROCESSING, "size": [48, 48]}
+    data = load_tensors(dataset, list(LABELS), preprocessing, progress=False, threads=3)
+    assert data.images.shape == (len(dataset), 1, 48, 48) and data.masks.shape == (len(dataset), 2, 48, 48)
+    for i in (0, LOAD_CHUNK - 1, LOAD_CHUNK, len(dataset) - 1):
+        example = dataset[i]
+        assert torch.equal(data.images[i], preprocess(np.asarray(example["image"]), preprocessing)[0].half())
+        for c, label in enumerate(LABELS):
+            truth = torch.from_numpy(np.asarray(example[label]) > 0).to(torch.uint8)[None, None]
+            assert torch.equal(data.masks[i, c], to_model_grid(truth, (48, 48), mode="nearest")[0, 0])
+        assert data.splits[i] == example["split"]
 
 
 def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
@@ -258,6 +276,21 @@ def test_bad_data_is_explained(tmp_path, tiny_slices):
         ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--intensity-curves", "1.5"], check=False
     )
     assert result.returncode == 2 and "--intensity-curves must be between 0 and 1" in result.stderr
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPU cores to leave one idle")
+def test_cpu_training_launched_without_cpu_flag_says_cores_sit_idle(tmp_path):
+    # The launcher's GPU default, OMP_NUM_THREADS=1, applies on a machine without a GPU too; --cpu sets one thread
+    # per core. The runs stop at the missing data, after the note.
+    launch = ("accelerate", "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no")
+    args = ["train.py", "--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")]
+    plain = run(args, launcher=(*launch, "--dynamo_backend", "no"), check=False)
+    assert "no such folder" in plain.stderr  # the launcher exits with 1 when train.py exits with 2
+    assert "note: training on the CPU with 1 thread(s)" in plain.stdout
+    assert "accelerate launch --cpu" in plain.stdout
+    on_cpu = run(args, launcher=(*launch, "--cpu", "--dynamo_backend", "no"), check=False)
+    assert "no such folder" in on_cpu.stderr and "training on 1 process(es), device cpu" in on_cpu.stdout
+    assert "note: training on the CPU" not in on_cpu.stdout
 
 
 def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, tmp_path):
