@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import shutil
 import sys
@@ -39,7 +38,7 @@ from hemseg.hub import push_folder
 from hemseg.inference import Segmenter, load_model
 from hemseg.metrics import confusion_counts, json_ready
 from hemseg.model import UNet
-from hemseg.speed import fused_adam
+from hemseg.speed import cpu_cores, fused_adam
 from hemseg.training import (
     DEFAULT_SELECTION,
     NOISY_SELECTIONS,
@@ -162,7 +161,7 @@ def idle_cores_note(num_processes: int) -> str | None:
     `accelerate launch` without --cpu sets OMP_NUM_THREADS=1 (its default for GPU runs) even where there is no GPU;
     on the 2-vCPU machine one epoch of the bundled model's configuration took 1.5-1.9 times as long as with --cpu.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = cpu_cores()
     threads = torch.get_num_threads()
     if threads * num_processes >= cores:
         return None

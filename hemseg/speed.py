@@ -4,6 +4,7 @@ on CPUs whose oneDNN supports it (AMX / AVX-512 BF16). Each is measured by `pyth
 from __future__ import annotations
 
 import copy
+import os
 from contextlib import nullcontext
 
 import torch
@@ -33,6 +34,11 @@ def bf16_supported(device: torch.device) -> bool:
     return (
         device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the platform has one, as in a container)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def fused_adam(device: torch.device) -> bool | None:

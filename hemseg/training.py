@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hemseg.metrics import scores_from_counts
+from hemseg.speed import cpu_cores
 from hemseg.transforms import preprocess, to_model_grid
 from hemseg.volumes import PLANES
 
@@ -60,7 +60,7 @@ def load_tensors(
         return len(chunk["image"])
 
     bar = tqdm(total=len(dataset), desc="preprocessing", disable=not progress)
-    with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool, bar:
+    with ThreadPoolExecutor(threads or min(8, cpu_cores())) as pool, bar:
         for done in pool.map(fill, range(0, len(dataset), LOAD_CHUNK)):
             bar.update(done)
     plane_names = dataset.features["plane"].names

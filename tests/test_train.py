@@ -1,6 +1,5 @@
 import csv
 import json
-import os
 import re
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from hemseg import UNet
 from hemseg.calibrate import SEED_CANDIDATES
 from hemseg.data import load
+from hemseg.speed import cpu_cores
 from hemseg.training import LOAD_CHUNK, epoch_metrics, load_tensors, make_loss, soft_dice_loss
 from hemseg.transforms import DEFAULT_PREPROCESSING, preprocess, to_model_grid
 
@@ -278,7 +278,7 @@ def test_bad_data_is_explained(tmp_path, tiny_slices):
     assert result.returncode == 2 and "--intensity-curves must be between 0 and 1" in result.stderr
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPU cores to leave one idle")
+@pytest.mark.skipif(cpu_cores() < 2, reason="needs 2 CPU cores to leave one idle")
 def test_cpu_training_launched_without_cpu_flag_says_cores_sit_idle(tmp_path):
     # The launcher's GPU default, OMP_NUM_THREADS=1, applies on a machine without a GPU too; --cpu sets one thread
     # per core. The runs stop at the missing data, after the note.
