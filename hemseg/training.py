@@ -44,7 +44,7 @@ def load_tensors(
     Filled in place: collecting per-slice tensors and concatenating them would hold the data set twice at the peak
     (4.6 GB instead of 2.3 for 15,675 slices on a 192 grid). Chunks of slices are read and preprocessed by
     ``threads`` threads (default: one per CPU core, at most 8): PNG decoding and torch's resizing release the GIL,
-    so 2,556 slices took 3.0 s with 2 threads against 4.6 s with one on a 2-core machine (README, Training).
+    so 2,556 slices took 2.8-3.7 s with 2 threads against 3.2-5.1 s with one on a 2-core machine (README, Training).
     """
     size = tuple(preprocessing["size"])
     images = torch.empty(len(dataset), 1, *size, dtype=torch.float16)
