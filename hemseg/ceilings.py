@@ -1,6 +1,6 @@
 """`python -m hemseg ceilings`: what a perfect model could score on a slice folder, before any training.
 
-Two upper bounds on Dice_fg (the mean Dice of the slices whose truth is not empty), per label and plane:
+Dice_fg (the mean Dice of the slices whose truth is not empty) of near-perfect predictions, per label and plane:
 
 - **grid S**: each truth mask put on an S x S model grid the way training sees it (``to_model_grid``, nearest)
   and brought back the way predictions are (``from_model_grid``, bilinear, then >= 0.5). What the grid's
@@ -9,6 +9,9 @@ Two upper bounds on Dice_fg (the mean Dice of the slices whose truth is not empt
   the two), cut from the source volume's label map. What a one-slice error in placing an edge costs: the masks of
   edge slices change quickly from slice to slice. Only for labels stored in the source volumes (vertebral bodies);
   the simulated lesions are made per slice folder and not kept in 3D.
+- **1 px grown** / **1 px shrunk**: each truth against itself grown or shrunk by one pixel on every edge
+  (4-connected dilation or erosion). What a model whose outlines are everywhere one pixel off scores: the bar
+  a quality target sets on outline accuracy, for small masks most of all.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from hemseg.data import add_data_options, label_names, load, select_split
 from hemseg.metrics import overlap_scores
@@ -26,6 +30,7 @@ from hemseg.transforms import from_model_grid, to_model_grid
 from hemseg.volumes import PLANE_AXIS, PLANES, cut, read_volume
 
 VOLUME_LABEL = "vertebral_body"  # the label that is the source volumes' label map (> 0)
+FOUR = ndimage.generate_binary_structure(2, 1)  # a one-pixel step across an edge, not a corner
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -40,6 +45,12 @@ def grid_dice(mask: np.ndarray, size: int) -> float:
     on_grid = to_model_grid(x, (size, size), mode="nearest")
     back = from_model_grid(on_grid, mask.shape)[0, 0].numpy() >= 0.5
     return dice(back, mask)
+
+
+def outline_dice(mask: np.ndarray, grow: bool) -> float:
+    """Dice of a binary mask against itself grown (``grow``) or else shrunk by one pixel on every edge."""
+    moved = ndimage.binary_dilation(mask, FOUR) if grow else ndimage.binary_erosion(mask, FOUR)
+    return dice(moved, mask)
 
 
 def adjacent_dice(label: np.ndarray, plane: str, index: int) -> float:
@@ -64,6 +75,7 @@ def ceilings(folder: Path, split: str | None, sizes: list[int]) -> dict[str, dic
             if not mask.any():
                 continue
             values = {f"grid {size}": grid_dice(mask, size) for size in sizes}
+            values |= {"1 px grown": outline_dice(mask, True), "1 px shrunk": outline_dice(mask, False)}
             if label == VOLUME_LABEL:
                 case = str(row["case"])
                 if case not in volumes:
@@ -104,12 +116,14 @@ def markdown(result: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def _column_order(column: str) -> tuple[int, int]:
-    return (0, int(column.split()[1])) if column.startswith("grid ") else (1, 0)
+    if column.startswith("grid "):
+        return (0, int(column.split()[1]))
+    return (1, 0) if column == "adjacent slice" else (2, int(column.endswith("shrunk")))
 
 
 def add_ceilings_command(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
-        "ceilings", help="Dice_fg a perfect model could reach: through the model grid, and one slice off"
+        "ceilings", help="Dice_fg a perfect model could reach: through the model grid, one slice off, one pixel off"
     )
     add_data_options(parser, split="val", data_help="slice folder made by `python -m hemseg prepare`")
     parser.add_argument("--sizes", default="128,160,192,256", help="comma-separated model grid sides")

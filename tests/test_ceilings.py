@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import run
 
-from hemseg.ceilings import adjacent_dice, ceilings, dice, grid_dice
+from hemseg.ceilings import adjacent_dice, ceilings, dice, grid_dice, outline_dice
 
 
 def test_dice_of_hand_built_masks():
@@ -23,6 +23,17 @@ def test_grid_dice_is_exact_on_the_grid_and_loses_what_the_grid_cannot_hold():
     dot = np.zeros((64, 64), bool)
     dot[0, 0] = True  # a pixel between the samples of a 16 grid
     assert grid_dice(dot, 16) == 0.0
+
+
+def test_outline_dice_of_a_square_one_pixel_off():
+    mask = np.zeros((9, 9), bool)
+    mask[2:6, 2:6] = True  # 16 pixels
+    # Grown by one pixel on every edge, corners not: 16 + 4 * 4 = 32 pixels, 16 of them shared.
+    assert outline_dice(mask, grow=True) == pytest.approx(2 * 16 / (32 + 16))
+    assert outline_dice(mask, grow=False) == pytest.approx(2 * 4 / (4 + 16))  # shrunk: the inner 2x2
+    dot = np.zeros((5, 5), bool)
+    dot[2, 2] = True
+    assert outline_dice(dot, grow=False) == 0.0  # a one-pixel mask shrinks to nothing
 
 
 def test_adjacent_dice_on_a_box():
@@ -48,11 +59,12 @@ def test_ceilings_on_a_slice_folder(tiny_slices):
         assert scores["adjacent slice"] == pytest.approx(expected)
         assert scores["n_fg"] == len(indices)
         assert 0 < scores["grid 64"] <= 1
+        assert scores["1 px shrunk"] < scores["1 px grown"] < 1  # boxes at least 14 px wide: shrinking loses more
     assert "adjacent slice" not in result["hemangioma"]["overall"]  # simulated lesions are not kept in 3D
 
 
 def test_ceilings_command_prints_tables_and_refuses_other_folders(tiny_slices, tmp_path):
     out = run(["-m", "hemseg", "ceilings", "--data", str(tiny_slices), "--split", "all", "--sizes", "64,96"])
-    assert "| plane | grid 64 | grid 96 | adjacent slice | slices with label |" in out.stdout
+    assert "| plane | grid 64 | grid 96 | adjacent slice | 1 px grown | 1 px shrunk | slices with label |" in out.stdout
     bad = run(["-m", "hemseg", "ceilings", "--data", str(tmp_path)], check=False)
     assert bad.returncode == 2 and "not a slice folder" in bad.stderr
