@@ -155,6 +155,12 @@ def slice_noise(idx: torch.Tensor, shape: torch.Size, sd: float) -> torch.Tensor
     )
 
 
+def with_slice_noise(images: torch.Tensor, idx: torch.Tensor, sd: float) -> torch.Tensor:
+    """``images`` (the slices ``idx``) with ``slice_noise`` added, clipped to [0, 1] as the augmentation clips its
+    noise and as a noisy scan arrives after percentile scaling: the model never sees values outside that range."""
+    return (images + slice_noise(idx, images.shape[1:], sd)).clamp(0, 1)
+
+
 def idle_cores_note(num_processes: int) -> str | None:
     """A note when the training processes' threads leave CPU cores idle.
 
@@ -177,13 +183,13 @@ def validate(
     model, loader, data, per_sample_loss, accelerator, noise_sd: float = 0.0
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Validation loss (the mean of each slice's loss) and per-slice counts, gathered from every process without
-    duplicates; with ``noise_sd``, on the slices with ``slice_noise`` added (unclipped, as the augmentation's)."""
+    duplicates; with ``noise_sd``, on the slices ``with_slice_noise``."""
     model.eval()
     losses, counts, planes = [], [], []
     for (idx,) in loader:
         images, masks = data.images[idx].float(), data.masks[idx].float()
         if noise_sd:
-            images = images + slice_noise(idx, images.shape[1:], noise_sd)
+            images = with_slice_noise(images, idx, noise_sd)
         logits = model(images)
         # One loss per slice, so the duplicates that pad the last batch of a process are dropped exactly.
         loss = per_sample_loss(logits, masks)
@@ -192,6 +198,13 @@ def validate(
         counts.append(batch[1])
         planes.append(batch[2])
     return float(torch.cat(losses).mean()), torch.cat(counts), torch.cat(planes)
+
+
+COMMANDS_FILE = "commands.txt"  # in the checkpoints folder: each invocation of this run, resumes included
+
+
+def command_line(args: argparse.Namespace) -> str:
+    return "accelerate launch train.py " + shlex.join(args.argv)
 
 
 LAST_CHECKPOINT_FILE = "custom_checkpoint_1.pkl"  # the TrainingState, registered after the scheduler
@@ -251,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     # the GPU has finished all the work queued before it, so the next step could not be queued while one runs.
     accelerator = Accelerator(
         project_config=ProjectConfiguration(project_dir=str(work_dir), automatic_checkpoint_naming=True, total_limit=2),
-        dataloader_config=DataLoaderConfiguration(non_blocking=True),
+        # A seedable sampler shuffles by (seed, epoch): a resumed run, in any number of processes, draws the order
+        # an uninterrupted one would have (Accelerate's default generator is not in the checkpoint).
+        dataloader_config=DataLoaderConfiguration(non_blocking=True, use_seedable_sampler=True),
     )
     cuda = accelerator.device.type == "cuda"
     set_seed(args.seed)
@@ -270,8 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     preprocessing = {**DEFAULT_PREPROCESSING, "size": [args.image_size, args.image_size]}
     model = UNet(1, len(labels), args.base_channels, args.depth, labels=labels, preprocessing=preprocessing)
     if args.init_from:  # fine-tuning: strict, so an architecture mismatch is an error, not random weights
+        start = load_model(args.init_from)
+        if start.labels != labels:  # same shapes, but each output channel would start as another label's
+            raise ValueError(
+                f"--init-from {args.init_from} predicts the labels {start.labels} in this order, but --labels "
+                f"gives {labels}; to fine-tune it, pass --labels {','.join(start.labels)}"
+            )
         try:
-            start = load_model(args.init_from)
             model.load_state_dict(start.state_dict())
         except RuntimeError as err:
             raise ValueError(
@@ -295,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     val_idx = torch.from_numpy((data.splits == "val").nonzero()[0])
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"{args.data} needs slices in both the 'train' and the 'val' split")
+    unseen = [label for c, label in enumerate(labels) if not data.masks[val_idx, c].any()]
+    if unseen and "dice_fg" in args.select_by:  # its score would be NaN every epoch, and no epoch would be best
+        raise ValueError(
+            f"--select-by {args.select_by} averages the validation slices that show each label, and no validation "
+            f"slice of {args.data} shows {unseen}; choose the epoch by --select-by pooled_dice"
+        )
     train_loader = DataLoader(TensorDataset(train_idx), batch_size=args.batch_size, shuffle=True, pin_memory=cuda)
     val_loader = DataLoader(TensorDataset(val_idx), batch_size=args.batch_size, pin_memory=cuda)
 
@@ -326,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             state.select_by, state.best_score, state.best_epoch = args.select_by, -math.inf, state.epoch
             scheduler.best, scheduler.num_bad_epochs = scheduler.mode_worse, 0
 
+    if accelerator.is_main_process:  # each invocation that got this far, in order: a resume's alone would not remake it
+        with open(work_dir / COMMANDS_FILE, "a" if args.resume_from_checkpoint else "w") as f:
+            f.write(command_line(args) + "\n")
     loss_fn, val_loss_fn = make_loss(args.loss), make_loss(args.loss, per_sample=True)
     log = read_log(work_dir / "training_log.csv", state.epoch)
     generator = torch.Generator(accelerator.device)
@@ -343,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         epoch_started = time.perf_counter()
         # Augmentation draws differ per process and epoch, and are the same again after a resume.
         generator.manual_seed(args.seed * 100_003 + epoch * 101 + accelerator.process_index)
+        train_loader.set_epoch(epoch)
         model.train()
         train_losses, train_counts, train_planes = [], [], []
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not accelerator.is_local_main_process)
@@ -388,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             state.best_score, state.best_epoch = score, epoch + 1
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                accelerator.unwrap_model(model).save_pretrained(work_dir / "best")
+                with atomic_folder(work_dir / "best") as best:  # never half written, even if the run dies here
+                    accelerator.unwrap_model(model).save_pretrained(best)
         if accelerator.is_main_process:  # the log first: a checkpoint never lacks its log rows
             write_csv(work_dir / "training_log.csv", log)
         stop = state.stalled(args.patience)
@@ -446,7 +477,13 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
                 metrics[split] = write_report(records, tmp / "evaluation", title, note, dataset, segmenter)
             else:
                 metrics[split] = summarize_by_label(records)
-        command = "accelerate launch train.py " + shlex.join(args.argv)
+        command = command_line(args)
+        commands = (work_dir / COMMANDS_FILE).read_text().splitlines() if (work_dir / COMMANDS_FILE).exists() else []
+        commands = commands or [command]  # a folder from before commands.txt was kept
+        lrs = [float(row["lr"]) for row in log] or [args.lr]
+        lr = f"{lrs[0]:g}" + (
+            f" (epoch 1) to {lrs[-1]:g} (halved when validation stalled)" if lrs[-1] != lrs[0] else ""
+        )
         metrics.update(
             best_epoch=state.best_epoch,
             epochs_run=state.epoch,
@@ -455,6 +492,7 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
             seed_thresholds=model.seed_thresholds,
             seed_threshold_table=seed_rows,
             command=command,
+            commands=commands,
             data=str(args.data),
             labels=labels,
         )
@@ -466,9 +504,9 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
             summaries={split: metrics[split] for split in splits},
             dataset_name=Path(str(args.data)).name,
             data_note=data_note(args.data),
-            command=command,
+            command="\n".join(commands),
             training_note=(
-                f"UNet(base_channels={args.base_channels}, depth={args.depth}), Adam lr {args.lr}, loss {args.loss}, "
+                f"UNet(base_channels={args.base_channels}, depth={args.depth}), Adam lr {lr}, loss {args.loss}, "
                 f"batch {args.batch_size} per process"
                 + (f" of {args.crop_size}x{args.crop_size} windows" if args.crop_size else "")
                 + f", {augmentation_note(args)}"

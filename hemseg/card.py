@@ -100,7 +100,7 @@ Vertebral-body scores are against **real** masks; hemangioma scores are against 
 
 {training_note}
 
-Made with:
+Made with (each command that trained it, in order; later ones resumed the run):
 
 ```bash
 {command}

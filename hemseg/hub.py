@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import httpx2
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+from huggingface_hub.errors import OfflineModeIsEnabled
 
 
 def is_path_not_hub_id(spec: str) -> bool:
@@ -17,8 +18,8 @@ def is_path_not_hub_id(spec: str) -> bool:
 def push_folder(folder: Path, repo_id: str, private: bool = False, api: HfApi | None = None) -> int:
     """Upload ``folder`` as it is to the model repository ``repo_id``; 0 on success.
 
-    A failure (offline, no or bad token, no permission) is explained on stderr and returns 1; the local folder is
-    never touched, so the push can simply be retried.
+    A failure (offline, no network, no or bad token, no permission) is explained on stderr and returns 1; the local
+    folder is never touched, so the push can simply be retried.
     """
     api = api or HfApi()
     try:
@@ -26,7 +27,9 @@ def push_folder(folder: Path, repo_id: str, private: bool = False, api: HfApi | 
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=str(folder), commit_message=f"Upload {folder.name} from hemseg"
         )
-    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as err:
+    # httpx2.HTTPError: huggingface_hub's transport; the base of HfHubHTTPError (refused, bad token, no permission)
+    # and of the connection errors and timeouts it lets through (no network, unreachable endpoint).
+    except (httpx2.HTTPError, OfflineModeIsEnabled, OSError, ValueError) as err:
         print(
             f"error: the push to {repo_id} failed: {err}\nThe model folder {folder} is complete and unchanged; "
             f"retry with: hf upload {repo_id} {folder}",

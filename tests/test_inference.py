@@ -2,6 +2,7 @@ import csv
 import math
 import os
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -273,6 +274,21 @@ def test_failed_push_says_why_and_keeps_the_model(trained_model, capsys):
     message = capsys.readouterr().err
     assert "push to someone/model failed" in message and "offline" in message and "unchanged" in message
     assert sorted(os.listdir(trained_model)) == before
+
+
+def test_push_to_an_unreachable_hub_says_why(trained_model):
+    # The real client and a real connection, refused: a closed port on this machine stands for a network that is down.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free now, and nothing listens on it
+    code = (
+        "import sys, pathlib; from hemseg.hub import push_folder; "
+        "raise SystemExit(push_folder(pathlib.Path(sys.argv[1]), 'someone/model'))"
+    )
+    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_TOKEN": "hf_not_a_token"}
+    result = run(["-c", code, str(trained_model)], env=env, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "push to someone/model failed" in result.stderr and "retry with: hf upload" in result.stderr
 
 
 def test_train_with_push_offline_keeps_the_model_and_exits_nonzero(tiny_slices, tmp_path):

@@ -1,6 +1,7 @@
 import csv
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import torch
 from accelerate import Accelerator
 from conftest import REPO, TINY_TRAINING, one_epoch, run
 from huggingface_hub import ModelCard
+from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from hemseg import UNet
@@ -44,6 +46,15 @@ def run_train(args, **options):
     return run(["train.py", *args], **options)
 
 
+TWO_PROCESSES = {
+    "launcher": (
+        *("accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"),
+        *("--mixed_precision", "no", "--dynamo_backend", "no"),
+    ),
+    "env": {"ACCELERATE_USE_CPU": "true"},
+}
+
+
 def test_one_process_writes_a_complete_model_folder(trained_model, tiny_slices):
     assert {p.name for p in trained_model.iterdir()} >= EXPECTED_FILES
     model = UNet.from_pretrained(trained_model)  # strict
@@ -64,6 +75,7 @@ def test_one_process_writes_a_complete_model_folder(trained_model, tiny_slices):
     assert set(metrics["test"]) == {"vertebral_body", "hemangioma"}
     assert set(metrics["test"]["hemangioma"]) == {"axial", "coronal", "sagittal", "overall"}
     assert metrics["command"].startswith("accelerate launch train.py --base-channels 4")
+    assert metrics["commands"] == [metrics["command"]]
     card = ModelCard.load(trained_model / "README.md")
     names = {r.metric_name for r in card.data.eval_results}
     assert "hemangioma sagittal dice" in names and "vertebral_body overall recall" in names
@@ -107,23 +119,7 @@ def test_resident_tensors_hold_each_slice_preprocessed_in_order(tiny_slices):
 
 def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
     out = tmp_path / "two"
-    result = run_train(
-        [*one_epoch(tiny_slices, out), "--val-noise", "0.1"],
-        launcher=(
-            "accelerate",
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-        ),
-        env={"ACCELERATE_USE_CPU": "true"},
-    )
+    result = run_train([*one_epoch(tiny_slices, out), "--val-noise", "0.1"], **TWO_PROCESSES)
     assert "training on 2 process(es)" in result.stdout and "MULTI_CPU" in result.stdout
     assert {p.name for p in out.iterdir()} >= EXPECTED_FILES
     logged = read_log(out)[-1]
@@ -132,7 +128,7 @@ def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
     data = load_tensors(load(tiny_slices), model.labels, model.preprocessing, progress=False)
     val_idx = torch.from_numpy((data.splits == "val").nonzero()[0])
     accelerator = Accelerator(cpu=True)
-    from train import slice_noise, validate
+    from train import slice_noise, validate, with_slice_noise
 
     loader = accelerator.prepare(DataLoader(TensorDataset(val_idx), batch_size=8))
     val_loss, counts, planes = validate(model, loader, data, make_loss("bce", per_sample=True), accelerator)
@@ -150,6 +146,9 @@ def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
     noise = slice_noise(torch.tensor([3, 5]), torch.Size([1, 64, 64]), 0.1)
     assert torch.equal(noise[1], slice_noise(torch.tensor([5]), torch.Size([1, 64, 64]), 0.1)[0])
     assert not torch.equal(noise[0], noise[1]) and float(noise.std()) == pytest.approx(0.1, rel=0.05)
+    black = with_slice_noise(torch.zeros(2, 1, 64, 64), torch.tensor([3, 5]), 0.1)
+    assert float(black.min()) == 0.0 and float(black.max()) <= 1.0  # clipped as the augmentation clips
+    assert float(black.mean()) == pytest.approx(0.1 / (2 * torch.pi) ** 0.5, rel=0.1)  # E[max(0, N(0, sd))]
 
 
 def test_interrupted_run_resumes_at_the_right_epoch(tmp_path, tiny_slices):
@@ -175,6 +174,25 @@ def test_interrupted_run_resumes_at_the_right_epoch(tmp_path, tiny_slices):
     assert done in (logged, logged - 1)  # logged - 1 when the kill came while a checkpoint was being written
     assert [int(row["epoch"]) for row in read_log(out)] == list(range(1, logged + 3))
     assert UNet.from_pretrained(out).labels == ["vertebral_body", "hemangioma"]
+    # The card gives both commands, in order: the resume's alone would not remake the run.
+    first, then = json.loads((out / "metrics.json").read_text())["commands"]
+    assert "--epochs 50" in first and "--resume-from-checkpoint" not in first
+    assert then.endswith("--resume-from-checkpoint latest") and f"{first}\n{then}" in (out / "README.md").read_text()
+
+
+def test_a_resumed_two_process_run_trains_as_an_uninterrupted_one(tmp_path, tiny_slices):
+    # Each process's shuffle order must come back with a resume, or the resumed epoch replays epoch 1's order.
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    data = [*TINY_TRAINING, "--data", str(tiny_slices)]
+    run_train([*data, "--output-dir", str(whole), "--epochs", "2"], **TWO_PROCESSES)
+    run_train([*data, "--output-dir", str(resumed), "--epochs", "1"], **TWO_PROCESSES)
+    run_train(
+        [*data, "--output-dir", str(resumed), "--epochs", "2", "--resume-from-checkpoint", "latest"], **TWO_PROCESSES
+    )
+    for uninterrupted, after_resume in zip(read_log(whole), read_log(resumed), strict=True):
+        for key, value in uninterrupted.items():
+            if key != "seconds":
+                assert float(after_resume[key]) == pytest.approx(float(value), rel=1e-5, nan_ok=True), key
 
 
 def test_best_epoch_by_dice_fg_and_a_new_choice_on_resume(tmp_path, tiny_slices):
@@ -276,6 +294,18 @@ def test_bad_data_is_explained(tmp_path, tiny_slices):
         ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--intensity-curves", "1.5"], check=False
     )
     assert result.returncode == 2 and "--intensity-curves must be between 0 and 1" in result.stderr
+    # No validation slice shows a lesion: Dice_fg cannot choose an epoch (it was NaN every epoch, and the run
+    # failed only after its last one).
+    no_lesions = tmp_path / "no-val-lesions"
+    shutil.copytree(tiny_slices, no_lesions)
+    with open(no_lesions / "manifest.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["split"] == "val":
+                mask = no_lesions / row["file"].replace(".png", "_hemangioma.png")
+                Image.fromarray(np.zeros_like(np.asarray(Image.open(mask)))).save(mask)
+    args = ["--data", str(no_lesions), "--output-dir", str(tmp_path / "o"), "--epochs", "1", *TINY_TRAINING]
+    result = run_train([*args, "--select-by", "dice_fg"], check=False)
+    assert result.returncode == 2 and "no validation slice" in result.stderr and "['hemangioma']" in result.stderr
 
 
 @pytest.mark.skipif(cpu_cores() < 2, reason="needs 2 CPU cores to leave one idle")
@@ -328,6 +358,9 @@ def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, t
         check=False,
     )
     assert wrong.returncode == 2 and "do not fit" in wrong.stderr
+    swapped = [*one_epoch(tiny_slices, tmp_path / "swapped"), "--init-from", str(trained_model)]
+    refused = run_train([*swapped, "--labels", "hemangioma,vertebral_body"], check=False)
+    assert refused.returncode == 2 and "pass --labels vertebral_body,hemangioma" in refused.stderr
 
 
 def test_compare_lists_runs_with_their_best_epoch(trained_model):
