@@ -3,6 +3,7 @@ import math
 import os
 import shutil
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,6 +149,36 @@ def test_predict_command_writes_masks_overlays_and_a_table(trained_model, tiny_s
         size = Image.open(row["file"]).size
         for suffix in ("vertebral_body", "hemangioma", "overlay"):
             assert Image.open(tmp_path / "out" / f"{stem}_{suffix}.png").size == size
+
+
+def test_predict_skips_what_it_cannot_read_and_keeps_every_output(trained_model, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    shutil.copy(EXAMPLE, first / "slice.png")
+    (first / "broken.png").write_bytes(EXAMPLE.read_bytes()[:300])  # cut short, as by a failed copy
+    shutil.copy(EXAMPLE, first / "._slice.png")  # macOS metadata beside the image: not an input
+    shutil.copy(EXAMPLE, second / "slice.png")  # the same name in another folder
+    dicom_slice(second / "IM0001", np.arange(48 * 40, dtype=np.uint16).reshape(48, 40))  # scanner-style, no suffix
+    out = tmp_path / "out"
+    command = ["-m", "hemseg", "predict", str(first), str(second), "--out", str(out), "--model", str(trained_model)]
+    result = run(command, check=False)
+    assert result.returncode == 1
+    assert "3 images segmented" in result.stdout and "1 skipped" in result.stdout
+    assert f"error: {first / 'broken.png'}: " in result.stderr and "Traceback" not in result.stderr
+    with open(out / "predictions.csv") as f:
+        rows = {Path(row["file"]).relative_to(tmp_path).as_posix(): row for row in csv.DictReader(f)}
+    assert set(rows) == {"first/broken.png", "first/slice.png", "second/IM0001", "second/slice.png"}
+    assert rows["first/broken.png"]["error"] and not rows["first/broken.png"]["hemangioma_area"]
+    assert [rows[k]["output"] for k in ("first/slice.png", "second/slice.png", "second/IM0001")] == [
+        "slice",
+        "slice-2",
+        "IM0001",
+    ]
+    for row in rows.values():
+        if not row["error"]:
+            assert row["height"] and (out / f"{row['output']}_overlay.png").exists()
+    assert rows["second/IM0001"]["area_unit"] == "mm2"
 
 
 def test_evaluate_command_reports_per_label_and_plane(trained_model, tiny_slices, tmp_path):
