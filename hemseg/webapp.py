@@ -160,7 +160,7 @@ class App:
         threshold = self.segmenter.model.threshold if threshold is None else float(threshold)
         prediction, picture, pair = draw(result, threshold, opacity, outline)
         rows = lesion_rows(prediction)
-        truth_rows, errors = truth_metrics(truth, prediction, result.pixels)
+        truth_rows, errors, truth_note = truth_metrics(truth, prediction, result.pixels)
         downloads = write_downloads(result, prediction, rows)
         plane = result.plane or "unknown (choose one for the metrics table)"
         area_unit = "mm²" if prediction.spacing else "px² (no pixel spacing in the file)"
@@ -173,6 +173,8 @@ class App:
             if LESION in prediction.masks
             else f"**{result.name}**: plane {plane}; model {self.segmenter.source}."
         )
+        if truth_note:
+            summary += f"\n\n**{truth_note}**"
         table = self.metrics_markdown(result.plane)
         return picture, pair, rows, table, truth_rows, errors, downloads, summary, result
 
@@ -258,26 +260,49 @@ def model_metrics(segmenter: Segmenter) -> tuple[str, dict] | None:
     return split, metrics[split]  # JSON null (NaN when written) reads as n/a in markdown_table
 
 
-def truth_metrics(truth: str | None, prediction: Prediction, pixels: np.ndarray):
-    """This image's metrics against an uploaded ground-truth mask of the hemangioma, and an error map."""
-    if not truth:
-        return [], None
+def read_truth(truth: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An uploaded ground-truth mask as booleans (its higher value is the lesion); ValueError, in words a user
+    understands, when it cannot serve: unreadable, another size, or not binary (more than two values)."""
     try:
-        mask = np.asarray(read_slice(truth).pixels) > 0
+        values = np.asarray(read_slice(truth).pixels)
     except (ValueError, FileNotFoundError) as err:
-        raise gr.Error(f"The ground-truth mask could not be read: {err}") from err
-    if mask.shape != pixels.shape:
-        raise gr.Error(
-            f"The ground-truth mask is {mask.shape[1]} x {mask.shape[0]} pixels but the image is "
-            f"{pixels.shape[1]} x {pixels.shape[0]}: they must have the same size."
+        raise ValueError(f"it could not be read ({str(err).replace(str(Path(truth).parent) + '/', '')})") from err
+    if values.shape != shape:
+        raise ValueError(
+            f"it is {values.shape[1]} x {values.shape[0]} pixels but the image is {shape[1]} x {shape[0]}: they "
+            "must have the same size"
         )
+    distinct = np.unique(values)
+    if len(distinct) > 2:
+        shown = ", ".join(f"{v:g}" for v in distinct[:4]) + (", ..." if len(distinct) > 4 else "")
+        raise ValueError(
+            f"it is not binary: it holds {len(distinct)} different values ({shown}), and a mask holds two, "
+            "background and lesion. A label map, or a mask saved as JPEG (whose compression adds grey values), "
+            "cannot be scored; save the lesion mask as PNG with 0 for background and 255 (or 1) for lesion"
+        )
+    return values == distinct[-1] if len(distinct) == 2 else values > 0
+
+
+def truth_metrics(truth: str | None, prediction: Prediction, pixels: np.ndarray):
+    """This image's metrics against an uploaded ground-truth mask of the hemangioma, an error map, and a note (empty,
+    or why the mask was not used: the segmentation is shown all the same)."""
+    if not truth:
+        return [], None, ""
+    if LESION not in prediction.masks:
+        return [], None, f"The ground-truth mask was not used: this model predicts no {LESION}."
+    try:
+        mask = read_truth(truth, pixels.shape)
+    except ValueError as err:
+        note = f"The ground-truth mask was not used: {err}."
+        gr.Warning(note)
+        return [], None, note
     pred = prediction.masks[LESION]
     scores = slice_metrics(pred, mask, prediction.spacing or (1.0, 1.0))
     rows = [[key, None if np.isnan(scores[key]) else round(float(scores[key]), 4)] for key in METRIC_KEYS]
     background = gray_rgb(pixels).astype(np.float32)
     colours = error_map(pred, mask).astype(np.float32)
     marked = (pred | mask)[..., None]
-    return rows, np.where(marked, 0.35 * background + 0.65 * colours, background).astype(np.uint8)
+    return rows, np.where(marked, 0.35 * background + 0.65 * colours, background).astype(np.uint8), ""
 
 
 def scratch_dir() -> Path:

@@ -105,10 +105,30 @@ def test_bad_inputs_get_plain_messages_and_the_app_keeps_serving(client, tmp_pat
     nan = np.full((64, 64), np.nan, dtype=np.float32)
     Image.fromarray(nan, mode="F").save(tmp_path / "nan.tif")
     assert "NaN" in bad(client, tmp_path / "nan.tif")
-    small_truth = tmp_path / "small_truth.png"
-    Image.fromarray(np.zeros((10, 10), np.uint8)).save(small_truth)
-    assert "same size" in bad(client, EXAMPLE, truth=handle_file(str(small_truth)))
     assert Image.open(segment(client, EXAMPLE)[0]).size == Image.open(EXAMPLE).size  # still serving
+
+
+def test_a_ground_truth_mask_that_cannot_serve_is_explained_and_the_segmentation_still_shown(client, tmp_path):
+    truth = np.asarray(Image.open(EXAMPLES / "vb2_07_sagittal_042_hemangioma.png"))
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small.png")
+    label_map = (truth > 0).astype(np.uint8) * 2
+    label_map[:5] = 1  # a third value: another structure, as in a label map
+    Image.fromarray(label_map).save(tmp_path / "label_map.png")
+    Image.fromarray(truth).convert("L").save(tmp_path / "lossy.jpg", quality=50)
+    for name, reason in [("small.png", "same size"), ("label_map.png", "not binary"), ("lossy.jpg", "JPEG")]:
+        picture, _, _, _, truth_table, errors, _, summary = segment(
+            client, EXAMPLE, truth=handle_file(str(tmp_path / name))
+        )
+        assert Image.open(picture).size == Image.open(EXAMPLE).size, name  # the segmentation is shown
+        assert "ground-truth mask was not used" in summary and reason in summary, name
+        assert errors is None and truth_table["data"] in ([], [[None, None]], [["", ""]]), name
+    # Two values are a mask, whichever they are: 0/1 scores as 0/255.
+    Image.fromarray((truth > 0).astype(np.uint8)).save(tmp_path / "zero_one.png")
+    scores = [
+        segment(client, EXAMPLE, truth=handle_file(str(t)))[4]["data"]
+        for t in (tmp_path / "zero_one.png", EXAMPLES / "vb2_07_sagittal_042_hemangioma.png")
+    ]
+    assert scores[0] == scores[1] and scores[0]
 
 
 def test_lesion_table_numbers_on_a_hand_built_prediction():
