@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return command(args)
-    except (ValueError, FileNotFoundError) as err:
-        # Bad input is the user's to fix: one clear line, no traceback.
+    except (ValueError, OSError) as err:
+        # Bad input is the user's to fix (a wrong file, an output path that is a file): one clear line, no traceback.
         print(f"error: {err}", file=sys.stderr)
         return 2

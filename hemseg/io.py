@@ -13,6 +13,7 @@ from pydicom.pixels import apply_rescale
 
 from hemseg.volumes import DICOM_ERRORS, NIFTI_SUFFIXES, READ_ERRORS
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights of Pillow's RGB -> "L"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MAX_PIXELS = 8192 * 8192  # larger uploads are refused before decoding, not after filling the memory
 
@@ -87,6 +88,8 @@ def _read_dicom(path: Path) -> Slice:
                 "export it uncompressed or as PNG"
             ) from err
         raise ValueError(f"{path.name}: the DICOM file holds no readable image ({err})") from err
+    if pixels.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 3 and int(ds.get("NumberOfFrames", 1)) == 1:
+        pixels = pixels @ np.array(LUMA, np.float32)  # one colour frame (pydicom gives RGB): grey as Pillow's "L"
     if pixels.ndim != 2:
         raise ValueError(f"{path.name}: a multi-frame DICOM ({pixels.shape}); export one frame")
     window = _voi_window(ds)

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 from conftest import EXAMPLE, one_epoch, run
@@ -18,6 +19,7 @@ from hemseg import Segmenter
 from hemseg.evaluate import contrast_table, source_table, write_report
 from hemseg.hub import push_folder
 from hemseg.inference import parse_model_spec
+from hemseg.io import read_slice
 from hemseg.metrics import contrast_to_noise, slice_metrics
 from hemseg.transforms import from_model_grid, preprocess
 from hemseg.volumes import source_of
@@ -38,6 +40,20 @@ def dicom_slice(path, pixels, spacing=(0.5, 0.8)):
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def test_a_colour_dicom_is_read_as_grey_like_a_colour_png(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    path = dicom_slice(tmp_path / "colour.dcm", rgb[..., 0])
+    ds = pydicom.dcmread(path)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = rgb.tobytes()
+    ds.save_as(path)
+    Image.fromarray(rgb).save(tmp_path / "colour.png")
+    grey = read_slice(path).pixels
+    assert grey.shape == (30, 20)
+    assert np.abs(grey - read_slice(tmp_path / "colour.png").pixels.astype(np.float32)).max() <= 1  # Pillow rounds
 
 
 def test_prediction_has_the_input_size_and_its_numbers(trained_model, tmp_path):
@@ -179,6 +195,8 @@ def test_predict_skips_what_it_cannot_read_and_keeps_every_output(trained_model,
         if not row["error"]:
             assert row["height"] and (out / f"{row['output']}_overlay.png").exists()
     assert rows["second/IM0001"]["area_unit"] == "mm2"
+    refused = run([*command[:5], "--out", str(first / "slice.png")], check=False)  # --out names a file
+    assert refused.returncode == 2 and "slice.png" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_evaluate_command_reports_per_label_and_plane(trained_model, tiny_slices, tmp_path):
