@@ -37,15 +37,23 @@ class Volume:
     affine: np.ndarray  # voxel -> scanner mm (RAS), of the reoriented array
 
 
-def _load_nifti(path: Path) -> nib.Nifti1Image:
+def nifti_header(path: str | Path) -> nib.Nifti1Image:
+    """``nib.load`` (the header only; the data are read on access), its errors said as "could not be read"."""
     try:
-        image = nib.load(path)
-        shape = image.shape[:3] if len(image.shape) == 4 and image.shape[3] == 1 else image.shape
-        if len(shape) != 3:  # from the header, before reading the data
-            raise ValueError(
-                f"{path}: expected a 3D volume, found an array of shape {image.shape}"
-                + (" (a 4D series: export one 3D volume or one slice)" if len(shape) == 4 else "")
-            )
+        return nib.load(path)
+    except READ_ERRORS as err:
+        raise ValueError(f"{path}: could not be read as NIfTI ({type(err).__name__}: {err})") from err
+
+
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    image = nifti_header(path)
+    shape = image.shape[:3] if len(image.shape) == 4 and image.shape[3] == 1 else image.shape
+    if len(shape) != 3:  # from the header, before reading the data
+        raise ValueError(
+            f"{path}: expected a 3D volume, found an array of shape {image.shape}"
+            + (" (a 4D series: export one 3D volume or one slice)" if len(shape) == 4 else "")
+        )
+    try:
         data = np.asanyarray(image.dataobj).reshape(shape)  # reads the whole file: a truncated one fails here
     except READ_ERRORS as err:
         raise ValueError(f"{path}: could not be read as NIfTI ({type(err).__name__}: {err})") from err

@@ -35,6 +35,7 @@ from hemseg.volumes import (
     READ_ERRORS,
     Volume,
     cut,
+    nifti_header,
     plane_spacing,
     read_volume,
     uncut,
@@ -69,10 +70,10 @@ def open_upload(path: str | None) -> Slice | Volume:
         raise gr.Error("Please upload an image: PNG, JPEG, TIFF, DICOM or NIfTI.")
     try:
         is_nifti = path.lower().endswith(NIFTI_SUFFIXES)
-        if is_nifti and len([n for n in nib.load(path).shape if n > 1]) >= 3:  # the header only
+        if is_nifti and len([n for n in nifti_header(path).shape if n > 1]) >= 3:
             return read_volume(path)
         image = read_slice(path)
-    except READ_ERRORS as err:  # nib.load's own errors too, not only hemseg's ValueErrors
+    except READ_ERRORS as err:
         raise gr.Error(str(err).replace(str(Path(path).parent) + "/", "")) from err
     if image.pixels.size > MAX_PIXELS:
         raise gr.Error(f"The image is too large ({image.pixels.shape}); at most {MAX_PIXELS:,} pixels.")
