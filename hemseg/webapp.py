@@ -64,13 +64,22 @@ class Result:
     window: tuple[float, float] | None = None
 
 
+MAX_VOXELS = 512 * 512 * 256  # a volume's probabilities for every slice are held at once: about 0.5 GB per label
+
+
 def open_upload(path: str | None) -> Slice | Volume:
     """A 2D slice, or a 3D volume for NIfTI (and DICOM series folders are out of reach of an upload)."""
     if not path:
         raise gr.Error("Please upload an image: PNG, JPEG, TIFF, DICOM or NIfTI.")
     try:
         is_nifti = path.lower().endswith(NIFTI_SUFFIXES)
-        if is_nifti and len([n for n in nifti_header(path).shape if n > 1]) >= 3:
+        shape = nifti_header(path).shape if is_nifti else ()
+        if len([n for n in shape if n > 1]) >= 3:
+            if np.prod(shape) > MAX_VOXELS:  # from the header: a small .nii.gz of zeros can unpack to gigabytes
+                raise gr.Error(
+                    f"The volume is too large for this app ({' x '.join(map(str, shape))} voxels; at most "
+                    f"{MAX_VOXELS:,}): crop it, or upload single slices."
+                )
             return read_volume(path)
         image = read_slice(path)
     except READ_ERRORS as err:

@@ -102,6 +102,9 @@ def test_bad_inputs_get_plain_messages_and_the_app_keeps_serving(client, tmp_pat
     assert "4D" in bad(client, tmp_path / "series.nii.gz")
     Image.new("1", (20_000, 20_000)).save(tmp_path / "huge.png")
     assert "too large" in bad(client, tmp_path / "huge.png")
+    zeros = nib.Nifti1Image(np.zeros((600, 600, 200), np.uint8), np.eye(4))  # 72 million voxels in 0.3 MB of gzip
+    nib.save(zeros, tmp_path / "unpacks_big.nii.gz")
+    assert "volume is too large" in bad(client, tmp_path / "unpacks_big.nii.gz")
     nan = np.full((64, 64), np.nan, dtype=np.float32)
     Image.fromarray(nan, mode="F").save(tmp_path / "nan.tif")
     assert "NaN" in bad(client, tmp_path / "nan.tif")
