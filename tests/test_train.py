@@ -259,7 +259,9 @@ def test_checkpoints_every_n_epochs_and_after_each_new_best(tmp_path, tiny_slice
 def test_seed_thresholds_are_chosen_on_validation_cases_and_scored_with(tmp_path, tiny_slices):
     out = tmp_path / "seeded"
     args = [*TINY_TRAINING, "--data", str(tiny_slices), "--output-dir", str(out), "--epochs", "10", "--lr", "1e-2"]
-    run_train([*args, "--choose-seed-thresholds", "vertebral_body"])
+    # Seed 3: a run in which a seed threshold raises pooled Dice (with seeds 0-2 none does; CPU training is
+    # deterministic, so the run is the same every time).
+    run_train([*args, "--seed", "3", "--choose-seed-thresholds", "vertebral_body"])
     metrics = json.loads((out / "metrics.json").read_text())
     table = [r for r in metrics["seed_threshold_table"] if r["label"] == "vertebral_body"]
     assert [r["seed"] for r in table] == [None, *SEED_CANDIDATES]
