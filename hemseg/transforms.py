@@ -76,7 +76,8 @@ def preprocess(image: np.ndarray | torch.Tensor, preprocessing: dict[str, Any] |
     """Turn one 2D grayscale image of any size and dtype into the model's (1, 1, H, W) float input.
 
     Intensities are scaled by their own percentiles, then the image is padded to a square and resized
-    (``to_model_grid``). Raises ValueError for an image that is not 2D or holds NaN or infinite values.
+    (``to_model_grid``). NaN and infinite pixels (outside the field of view of a resampled NIfTI, say) become the
+    lowest finite value, as background. Raises ValueError for an image that is not 2D or has no finite value.
     """
     settings = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
     if settings["normalization"] != "percentile":
@@ -85,8 +86,11 @@ def preprocess(image: np.ndarray | torch.Tensor, preprocessing: dict[str, Any] |
     x = x.astype(np.float32, copy=False)
     if x.ndim != 2:
         raise ValueError(f"expected one 2D grayscale image, got an array of shape {tuple(x.shape)}")
-    if not np.isfinite(x).all():
-        raise ValueError("the image holds NaN or infinite values")
+    finite = np.isfinite(x)
+    if not finite.any():
+        raise ValueError("the image holds only NaN or infinite values: nothing to segment")
+    if not finite.all():
+        x = np.where(finite, x, x[finite].min())
     x = torch.from_numpy(normalize_intensity(x, tuple(settings["percentiles"])))
     return to_model_grid(x[None, None], tuple(settings["size"]))
 

@@ -54,6 +54,15 @@ def test_preprocess_refuses_nan_and_non_2d(bad):
         preprocess(bad)
 
 
+def test_preprocess_takes_pixels_outside_the_field_of_view_as_background():
+    image = np.random.default_rng(0).uniform(10, 100, (32, 24)).astype(np.float32)
+    image[:4] = image[4:].min()  # the lowest value: background
+    with_nan = image.copy()
+    with_nan[:2] = np.nan
+    with_nan[2:4] = -np.inf
+    assert torch.equal(preprocess(with_nan), preprocess(image))
+
+
 def test_model_grid_round_trip_keeps_size_and_place():
     probs = torch.zeros(1, 1, 90, 40)
     probs[..., 30:60, 10:30] = 1
