@@ -236,7 +236,7 @@ class App:
         slices = [cut(upload.image, plane, i) for i in range(upload.image.shape[axis])]
         try:
             probs = self.segmenter.probabilities(slices)
-        except ValueError as err:  # e.g. NaN voxels, refused by preprocess
+        except ValueError as err:  # e.g. no finite voxel at all, refused by preprocess
             raise gr.Error(str(err)) from err
         out = scratch_dir()
         lines = []
