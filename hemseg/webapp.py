@@ -233,7 +233,11 @@ class App:
             raise gr.Error("Whole-volume segmentation needs a 3D NIfTI volume.")
         plane = "axial" if plane == "auto" else plane
         axis = PLANE_AXIS[plane]
-        slices = [cut(upload.image, plane, i) for i in range(upload.image.shape[axis])]
+        image = np.asarray(upload.image, dtype=np.float32)
+        finite = np.isfinite(image)
+        if finite.any() and not finite.all():  # a slab outside the field of view is background, as in one slice
+            image = np.where(finite, image, image[finite].min())
+        slices = [cut(image, plane, i) for i in range(image.shape[axis])]
         try:
             probs = self.segmenter.probabilities(slices)
         except ValueError as err:  # e.g. no finite voxel at all, refused by preprocess

@@ -81,6 +81,12 @@ def test_nifti_volume_slice_and_whole_volume(client, tmp_path):
     volume_mask = np.asarray(nib.load(next(f for f in files if "hemangioma" in f)).dataobj)
     slice_mask = np.asarray(Image.open(next(f for f in result[6] if f.endswith("_hemangioma.png")))) > 0
     assert np.array_equal(cut(volume_mask, "axial", 10) > 0, slice_mask)
+    # A slab outside the field of view (NaN, as resampling leaves it) is background, not a reason to refuse.
+    outside = image.astype(np.float32)
+    outside[:, :, :3] = np.nan
+    nib.save(nib.Nifti1Image(outside, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "fov.nii.gz")
+    text, files = client.predict(handle_file(str(tmp_path / "fov.nii.gz")), "axial", api_name="/segment_volume")
+    assert "mL" in text and all(nib.load(f).shape == image.shape for f in files)
 
 
 def bad(client, path, **kwargs) -> str:
