@@ -55,6 +55,7 @@ def test_a_volume_upload_brings_the_slice_slider(page, tmp_path):
     image, _ = synthetic_ras()
     nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "volume.nii.gz")
     page.reload()
+    page.get_by_text("Research use only").wait_for()  # the app has rendered: an upload now reaches its handlers
     assert not page.get_by_text("Volume slice").is_visible()
     page.locator("input[type=file]").first.set_input_files(str(tmp_path / "volume.nii.gz"))
     page.get_by_text("Volume slice").wait_for(timeout=30_000)
