@@ -11,7 +11,7 @@ import pydicom
 from PIL import Image, UnidentifiedImageError
 from pydicom.pixels import apply_rescale
 
-from hemseg.volumes import DICOM_ERRORS, NIFTI_SUFFIXES, READ_ERRORS
+from hemseg.volumes import DICOM_ERRORS, NIFTI_SUFFIXES, READ_ERRORS, file_stem
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights of Pillow's RGB -> "L"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -70,7 +70,7 @@ def _read_picture(path: Path) -> Slice:
         raise ValueError(f"{path.name}: could not be read as an image ({err})") from err
     if pixels.ndim != 2:
         raise ValueError(f"{path.name}: expected a grayscale image, found shape {pixels.shape}")
-    return Slice(pixels, name=path.stem)
+    return Slice(pixels, name=file_stem(path))
 
 
 def _read_dicom(path: Path) -> Slice:
@@ -102,7 +102,7 @@ def _read_dicom(path: Path) -> Slice:
     if "ImageOrientationPatient" in ds:
         orientation = np.array(ds.ImageOrientationPatient, dtype=float)
         plane = plane_from_normal(np.cross(orientation[:3], orientation[3:]))
-    return Slice(pixels, spacing, plane, path.stem, window)
+    return Slice(pixels, spacing, plane, file_stem(path), window)
 
 
 def _voi_window(ds: pydicom.Dataset) -> tuple[float, float] | None:
@@ -127,4 +127,4 @@ def _read_nifti_slice(path: Path) -> Slice:
     if data.ndim != 2:
         raise ValueError(f"{path.name}: a NIfTI volume of shape {data.shape}; give one 2D slice")
     zooms = image.header.get_zooms()
-    return Slice(data.T[::-1].astype(np.float32), (float(zooms[1]), float(zooms[0])), None, path.name.split(".")[0])
+    return Slice(data.T[::-1].astype(np.float32), (float(zooms[1]), float(zooms[0])), None, file_stem(path))

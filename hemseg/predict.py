@@ -14,7 +14,7 @@ from hemseg.files import write_csv
 from hemseg.inference import Segmenter, add_model_options
 from hemseg.io import IMAGE_SUFFIXES, read_slice
 from hemseg.overlay import overlay
-from hemseg.volumes import NIFTI_SUFFIXES
+from hemseg.volumes import NIFTI_SUFFIXES, file_stem
 
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm", *NIFTI_SUFFIXES)
 READ_FAILURES = (ValueError, OSError)  # what read_slice and predict raise for a file they cannot use
@@ -49,7 +49,7 @@ def output_stems(files: list[Path]) -> list[str]:
     seen: dict[str, int] = {}
     stems = []
     for file in files:
-        stem = file.name.split(".")[0] if file.name.lower().endswith(NIFTI_SUFFIXES) else file.stem
+        stem = file_stem(file)
         seen[stem] = seen.get(stem, 0) + 1
         stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return stems

@@ -72,6 +72,17 @@ def content_box(shape: tuple[int, int], size: tuple[int, int], multiple: int = 1
     return spans[0], spans[1]
 
 
+def finite_or_background(x: np.ndarray) -> np.ndarray:
+    """``x`` with its NaN and infinite values (outside the field of view of a resampled NIfTI, say) set to its
+    lowest finite value, as background; ValueError when it has no finite value."""
+    finite = np.isfinite(x)
+    if finite.all():
+        return x
+    if not finite.any():
+        raise ValueError("the image holds only NaN or infinite values: nothing to segment")
+    return np.where(finite, x, x[finite].min())
+
+
 def preprocess(image: np.ndarray | torch.Tensor, preprocessing: dict[str, Any] | None = None) -> torch.Tensor:
     """Turn one 2D grayscale image of any size and dtype into the model's (1, 1, H, W) float input.
 
@@ -86,11 +97,7 @@ def preprocess(image: np.ndarray | torch.Tensor, preprocessing: dict[str, Any] |
     x = x.astype(np.float32, copy=False)
     if x.ndim != 2:
         raise ValueError(f"expected one 2D grayscale image, got an array of shape {tuple(x.shape)}")
-    finite = np.isfinite(x)
-    if not finite.any():
-        raise ValueError("the image holds only NaN or infinite values: nothing to segment")
-    if not finite.all():
-        x = np.where(finite, x, x[finite].min())
+    x = finite_or_background(x)
     x = torch.from_numpy(normalize_intensity(x, tuple(settings["percentiles"])))
     return to_model_grid(x[None, None], tuple(settings["size"]))
 

@@ -26,6 +26,11 @@ READ_ERRORS = (OSError, EOFError, zlib.error, ImageFileError, ValueError)
 DICOM_ERRORS = (InvalidDicomError, AttributeError, KeyError, ValueError, TypeError, RuntimeError, NotImplementedError)
 
 
+def file_stem(path: Path) -> str:
+    """The name outputs made from ``path`` carry: its stem, for NIfTI the name up to its first dot (``x.nii.gz``)."""
+    return path.name.split(".")[0] if path.name.lower().endswith(NIFTI_SUFFIXES) else path.stem
+
+
 @dataclass
 class Volume:
     """A volume in RAS voxel order with its voxel size in mm and, when known, its integer label map."""

@@ -28,6 +28,7 @@ from hemseg.inference import BUNDLED_MODEL, LOAD_ERRORS, Prediction, Segmenter, 
 from hemseg.io import MAX_PIXELS, Slice, read_slice
 from hemseg.metrics import EIGHT, slice_metrics
 from hemseg.overlay import gray_rgb, label_colour, paint
+from hemseg.transforms import finite_or_background
 from hemseg.volumes import (
     NIFTI_SUFFIXES,
     PLANE_AXIS,
@@ -35,6 +36,7 @@ from hemseg.volumes import (
     READ_ERRORS,
     Volume,
     cut,
+    file_stem,
     nifti_header,
     plane_spacing,
     read_volume,
@@ -67,6 +69,11 @@ class Result:
 MAX_VOXELS = 512 * 512 * 256  # a volume's probabilities for every slice are held at once: about 0.5 GB per label
 
 
+def without_folder(err: Exception, path: str) -> str:
+    """The message of ``err`` without the server's folder of the upload ``path``: the user knows the file by name."""
+    return str(err).replace(str(Path(path).parent) + "/", "")
+
+
 def open_upload(path: str | None) -> Slice | Volume:
     """A 2D slice, or a 3D volume for NIfTI (and DICOM series folders are out of reach of an upload)."""
     if not path:
@@ -83,7 +90,7 @@ def open_upload(path: str | None) -> Slice | Volume:
             return read_volume(path)
         image = read_slice(path)
     except READ_ERRORS as err:
-        raise gr.Error(str(err).replace(str(Path(path).parent) + "/", "")) from err
+        raise gr.Error(without_folder(err, path)) from err
     if image.pixels.size > MAX_PIXELS:
         raise gr.Error(f"The image is too large ({image.pixels.shape}); at most {MAX_PIXELS:,} pixels.")
     return image
@@ -93,7 +100,7 @@ def choose_slice(volume: Volume, plane: str, index: int) -> Slice:
     axis = PLANE_AXIS[plane]
     depth = volume.image.shape[axis]
     index = depth // 2 if index < 0 else min(index, depth - 1)
-    name = volume.path.name.split(".")[0]
+    name = file_stem(volume.path)
     return Slice(cut(volume.image, plane, index), plane_spacing(volume.spacing, plane), plane, name)
 
 
@@ -233,14 +240,11 @@ class App:
             raise gr.Error("Whole-volume segmentation needs a 3D NIfTI volume.")
         plane = "axial" if plane == "auto" else plane
         axis = PLANE_AXIS[plane]
-        image = np.asarray(upload.image, dtype=np.float32)
-        finite = np.isfinite(image)
-        if finite.any() and not finite.all():  # a slab outside the field of view is background, as in one slice
-            image = np.where(finite, image, image[finite].min())
-        slices = [cut(image, plane, i) for i in range(image.shape[axis])]
         try:
-            probs = self.segmenter.probabilities(slices)
-        except ValueError as err:  # e.g. no finite voxel at all, refused by preprocess
+            # A slab outside the field of view is background, as in one slice (else its all-NaN slices are refused).
+            image = finite_or_background(upload.image)  # no copy when every voxel is finite
+            probs = self.segmenter.probabilities([cut(image, plane, i) for i in range(image.shape[axis])])
+        except ValueError as err:  # no finite voxel at all
             raise gr.Error(str(err)) from err
         out = scratch_dir()
         lines = []
@@ -249,7 +253,7 @@ class App:
         for label in self.segmenter.labels:
             stack = np.stack([self.segmenter.mask(p, label) for p in probs])  # (n, rows, cols)
             volume = uncut(stack, plane).astype(np.uint8)
-            path = out / f"{upload.path.name.split('.')[0]}_{label}.nii.gz"
+            path = out / f"{file_stem(upload.path)}_{label}.nii.gz"
             nib.save(nib.Nifti1Image(volume, upload.affine), path)
             files.append(str(path))
             lines.append(f"- {label}: {volume.sum() * voxel_ml:.2f} mL ({int(volume.sum())} voxels)")
@@ -280,7 +284,7 @@ def read_truth(truth: str, shape: tuple[int, ...]) -> np.ndarray:
     try:
         values = np.asarray(read_slice(truth).pixels)
     except (ValueError, FileNotFoundError) as err:
-        raise ValueError(f"it could not be read ({str(err).replace(str(Path(truth).parent) + '/', '')})") from err
+        raise ValueError(f"it could not be read ({without_folder(err, truth)})") from err
     if values.shape != shape:
         raise ValueError(
             f"it is {values.shape[1]} x {values.shape[0]} pixels but the image is {shape[1]} x {shape[0]}: they "
