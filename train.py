@@ -2,13 +2,14 @@
 
     accelerate launch train.py --data build/spine-slices --output-dir runs/unet64
     accelerate launch --cpu train.py ...   # no GPU: --cpu lets the process use every core
-    accelerate launch --cpu --num_processes 2 train.py --data D --output-dir O   # two CPU processes
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 train.py ...  # two CPU processes
     accelerate launch --multi_gpu --num_processes 4 --mixed_precision bf16 train.py ...  # four GPUs
 
 Defaults follow the paper: UNet with 64 base filters, Adam at lr 1e-4, binary cross-entropy, up to 70 epochs with
-early stopping on the validation pooled Dice, 128x128 inputs. Checkpoints go to <output-dir>-checkpoints after
-every epoch (or every N: ``--checkpoint-every``); the finished model folder is written to a temporary folder and
-renamed to <output-dir> at the end.
+early stopping on the validation pooled Dice, 128x128 inputs. Added to it: the learning rate halves when validation
+stalls, and the augmentation goes beyond the paper's (README, Training). Checkpoints go to
+<output-dir>-checkpoints after every epoch (or every N: ``--checkpoint-every``); the finished model folder is
+written to a temporary folder and renamed to <output-dir> at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import shutil
 import sys
@@ -24,12 +26,12 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DynamoBackend, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from hemseg.calibrate import choose_seeds, seed_table
-from hemseg.card import write_model_card
+from hemseg.card import OTHER_DATA_LIMITS, SPINE_MRI_LIMITS, write_model_card
 from hemseg.data import label_names, load
 from hemseg.evaluate import evaluate_dataset, summarize_by_label, write_report
 from hemseg.figures import training_curves
@@ -44,11 +46,14 @@ from hemseg.training import (
     NOISY_SELECTIONS,
     SELECTION_SCORES,
     TrainingState,
+    check_host_memory,
     epoch_metrics,
     load_tensors,
     make_loss,
     read_log,
+    resident_device,
     selection_score,
+    slice_bytes,
 )
 from hemseg.transforms import DEFAULT_PREPROCESSING, NO_AUGMENT, AugmentConfig, augment
 
@@ -108,6 +113,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "rank as between MRI sequences (default %(default)s: off)",
     )
     parser.add_argument(
+        "--blur",
+        type=float,
+        default=AugmentConfig.blur_p,
+        metavar="P",
+        help="share of training samples blurred by a Gaussian of random sd (up to "
+        f"{AugmentConfig.blur_max_sigma:g} grid pixels, each axis on its own), as thicker slices or a coarser scanner "
+        "blur them (default %(default)s: off)",
+    )
+    parser.add_argument(
         "--val-noise",
         type=float,
         default=0.0,
@@ -136,6 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--noise-std must be 0 or more")
     if not 0 <= args.intensity_curves <= 1:
         parser.error("--intensity-curves must be between 0 and 1")
+    if not 0 <= args.blur <= 1:
+        parser.error("--blur must be between 0 and 1")
     if args.val_noise < 0:
         parser.error("--val-noise must be 0 or more")
     if args.select_by in NOISY_SELECTIONS and not args.val_noise:
@@ -178,6 +194,19 @@ def idle_cores_note(num_processes: int) -> str | None:
     )
 
 
+def one_cpu_process_note(num_processes: int) -> str | None:
+    """A note when `accelerate launch --cpu --num_processes N` started one process: Accelerate's CPU launcher
+    starts more only through mpirun. It sets the rendezvous address for the N processes it does not start, and
+    torchrun, which does start them, sets WORLD_SIZE."""
+    if num_processes > 1 or "MASTER_ADDR" not in os.environ or "WORLD_SIZE" in os.environ:
+        return None
+    return (
+        "note: Accelerate's --cpu launcher started one process, though more were asked for (it needs mpirun for "
+        "more); this one uses every core. For several CPU processes: ACCELERATE_USE_CPU=true accelerate launch "
+        "--multi_gpu --num_processes N train.py ..."
+    )
+
+
 @torch.no_grad()
 def validate(
     model, loader, data, per_sample_loss, accelerator, noise_sd: float = 0.0
@@ -187,13 +216,13 @@ def validate(
     model.eval()
     losses, counts, planes = [], [], []
     for (idx,) in loader:
-        images, masks = data.images[idx].float(), data.masks[idx].float()
+        images, masks, batch_planes = data.batch(idx, accelerator.device)
         if noise_sd:
             images = with_slice_noise(images, idx, noise_sd)
         logits = model(images)
         # One loss per slice, so the duplicates that pad the last batch of a process are dropped exactly.
         loss = per_sample_loss(logits, masks)
-        batch = accelerator.gather_for_metrics((loss, confusion_counts(logits > 0, masks), data.planes[idx]))
+        batch = accelerator.gather_for_metrics((loss, confusion_counts(logits > 0, masks), batch_planes))
         losses.append(batch[0])
         counts.append(batch[1])
         planes.append(batch[2])
@@ -203,8 +232,25 @@ def validate(
 COMMANDS_FILE = "commands.txt"  # in the checkpoints folder: each invocation of this run, resumes included
 
 
-def command_line(args: argparse.Namespace) -> str:
-    return "accelerate launch train.py " + shlex.join(args.argv)
+def launch_command(accelerator: Accelerator) -> str:
+    """`accelerate launch` with the settings this run got from it. The launcher's own flags never reach the script,
+    yet the process count (the batch is per process), mixed precision and compilation change what a run computes."""
+    cpu = accelerator.device.type == "cpu"
+    parts = ["accelerate", "launch"]
+    if accelerator.num_processes > 1:  # --cpu starts one process (one_cpu_process_note): name what starts them
+        parts = ["ACCELERATE_USE_CPU=true", *parts] if cpu else parts
+        parts += ["--multi_gpu", "--num_processes", str(accelerator.num_processes)]
+    elif cpu:
+        parts.append("--cpu")
+    if accelerator.mixed_precision != "no":
+        parts += ["--mixed_precision", accelerator.mixed_precision]
+    if (backend := accelerator.state.dynamo_plugin.backend) != DynamoBackend.NO:
+        parts += ["--dynamo_backend", backend.value.lower()]
+    return " ".join(parts)
+
+
+def command_line(args: argparse.Namespace, launcher: str) -> str:
+    return f"{launcher} train.py {shlex.join(args.argv)}"
 
 
 LAST_CHECKPOINT_FILE = "custom_checkpoint_1.pkl"  # the TrainingState, registered after the scheduler
@@ -274,8 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         f"training on {accelerator.num_processes} process(es), device {accelerator.device}, "
         f"{accelerator.distributed_type.value}, mixed precision {accelerator.mixed_precision}"
     )
-    if accelerator.device.type == "cpu" and (note := idle_cores_note(accelerator.num_processes)):
-        accelerator.print(note)
+    if accelerator.device.type == "cpu":
+        for note in (one_cpu_process_note(accelerator.num_processes), idle_cores_note(accelerator.num_processes)):
+            if note:
+                accelerator.print(note)
+    launcher = launch_command(accelerator)
     labels = args.labels.split(",")
     dataset = load(args.data)
     missing = [label for label in labels if label not in label_names(dataset)]
@@ -306,10 +355,16 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:  # what this run trains, for people and for `python -m hemseg compare`
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / "run.json").write_text(json.dumps({k: v for k, v in vars(args).items() if k != "argv"}, indent=1))
+    needed = slice_bytes(len(dataset), len(labels), args.image_size)
+    check_host_memory(needed, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))  # torchrun's processes on this machine
     data = load_tensors(dataset, labels, preprocessing, progress=accelerator.is_local_main_process)
-    data = data.to(accelerator.device)  # the whole set stays resident: no loader workers, no per-batch decoding
+    # The whole set stays resident, on the device when it fits: no loader workers, no per-batch decoding.
+    resident = resident_device(needed, accelerator.device)
+    data = data.to(resident)
     accelerator.print(
-        f"{len(data.splits)} slices on {accelerator.device} after {time.perf_counter() - run_started:.1f} s"
+        f"{len(data.splits)} slices ({needed / 2**20:.0f} MiB) on {resident} after "
+        f"{time.perf_counter() - run_started:.1f} s"
+        + (f"; a batch at a time is copied to {accelerator.device}" if resident != accelerator.device else "")
     )
     train_idx = torch.from_numpy((data.splits == "train").nonzero()[0])
     val_idx = torch.from_numpy((data.splits == "val").nonzero()[0])
@@ -354,12 +409,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if accelerator.is_main_process:  # each invocation that got this far, in order: a resume's alone would not remake it
         with open(work_dir / COMMANDS_FILE, "a" if args.resume_from_checkpoint else "w") as f:
-            f.write(command_line(args) + "\n")
+            f.write(command_line(args, launcher) + "\n")
     loss_fn, val_loss_fn = make_loss(args.loss), make_loss(args.loss, per_sample=True)
     log = read_log(work_dir / "training_log.csv", state.epoch)
     generator = torch.Generator(accelerator.device)
     augment_config = (
-        AugmentConfig(noise_std=(0.0, args.noise_std), curve_p=args.intensity_curves) if args.augment else NO_AUGMENT
+        AugmentConfig(noise_std=(0.0, args.noise_std), curve_p=args.intensity_curves, blur_p=args.blur)
+        if args.augment
+        else NO_AUGMENT
     )
     # A resumed run that had stopped early stays stopped (its last epoch would otherwise train once more).
     stopped = bool(args.resume_from_checkpoint) and state.stalled(args.patience)
@@ -377,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         train_losses, train_counts, train_planes = [], [], []
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not accelerator.is_local_main_process)
         for step, (idx,) in enumerate(bar):
-            images, masks = data.images[idx].float(), data.masks[idx].float()
+            images, masks, batch_planes = data.batch(idx, accelerator.device)
             if args.augment or args.crop_size:
                 images, masks = augment(images, masks, generator, augment_config, args.crop_size)
             logits = model(images.contiguous(memory_format=memory_format))
@@ -386,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.step()
             optimizer.zero_grad()
             gathered = accelerator.gather_for_metrics(
-                (loss.detach().expand(len(idx)), confusion_counts(logits.detach() > 0, masks), data.planes[idx])
+                (loss.detach().expand(len(idx)), confusion_counts(logits.detach() > 0, masks), batch_planes)
             )
             train_losses.append(gathered[0])
             train_counts.append(gathered[1])
@@ -446,14 +503,16 @@ def main(argv: list[str] | None = None) -> int:
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        finish(args, dataset, labels, log, work_dir, output_dir, state, accelerator.device)
+        finish(args, launcher, dataset, labels, log, work_dir, output_dir, state, accelerator.device)
         if args.push_to_hub:
             return push_folder(output_dir, args.hub_model_id, args.private)
     accelerator.end_training()
     return 0
 
 
-def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: TrainingState, device) -> None:
+def finish(
+    args, launcher: str, dataset, labels, log, work_dir: Path, output_dir: Path, state: TrainingState, device
+) -> None:
     """Evaluate the best weights and assemble the model folder; renamed into place only when complete."""
     started = time.perf_counter()
     model = UNet.from_pretrained(work_dir / "best")
@@ -477,7 +536,7 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
                 metrics[split] = write_report(records, tmp / "evaluation", title, note, dataset, segmenter)
             else:
                 metrics[split] = summarize_by_label(records)
-        command = command_line(args)
+        command = command_line(args, launcher)
         commands = (work_dir / COMMANDS_FILE).read_text().splitlines() if (work_dir / COMMANDS_FILE).exists() else []
         commands = commands or [command]  # a folder from before commands.txt was kept
         lrs = [float(row["lr"]) for row in log] or [args.lr]
@@ -524,6 +583,7 @@ def finish(args, dataset, labels, log, work_dir: Path, output_dir: Path, state: 
                     else ""
                 )
             ),
+            data_limits=data_limits(args.data),
             input_size=(args.image_size, args.image_size),
         )
     print(f"model folder written: {output_dir} (evaluated and written in {time.perf_counter() - started:.0f} s)")
@@ -534,7 +594,21 @@ def augmentation_note(args: argparse.Namespace) -> str:
     if not args.augment:
         return "augmentation off"
     curves = f", random intensity curves on {args.intensity_curves:g} of the samples" if args.intensity_curves else ""
-    return f"augmentation on (noise sd up to {args.noise_std}{curves})"
+    blur = (
+        f", Gaussian blur of sd up to {AugmentConfig.blur_max_sigma:g} grid pixels on {args.blur:g} of the samples"
+        if args.blur
+        else ""
+    )
+    return f"augmentation on (noise sd up to {args.noise_std}{curves}{blur})"
+
+
+def data_limits(data: str) -> str:
+    """The card's limits of the training data: the project's own sources are described; other data are not."""
+    description = Path(str(data)) / "dataset.json"
+    sources = json.loads(description.read_text()).get("sources", []) if description.exists() else []
+    if sources and all(Path(source).name == "spine-mri" for source in sources):
+        return SPINE_MRI_LIMITS
+    return OTHER_DATA_LIMITS
 
 
 def data_note(data: str) -> str:

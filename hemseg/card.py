@@ -14,12 +14,23 @@ SPLIT_NAMES = {
     "val": "cases that chose the best epoch and any seed threshold",
     "test": "cases never used for any choice",
 }
+# (summary key, model-index type, name): the name says how each score averages, as the card's tables do.
 CARD_METRICS = (
-    ("dice_fg", "dice"),
-    ("pooled_iou", "iou"),
-    ("pooled_precision", "precision"),
-    ("pooled_recall", "recall"),
+    ("dice_fg", "dice", "dice (mean over slices with the label)"),
+    ("pooled_dice", "dice", "pooled dice"),
+    ("pooled_iou", "iou", "pooled iou"),
+    ("pooled_precision", "precision", "pooled precision"),
+    ("pooled_recall", "recall", "pooled recall"),
 )
+
+
+# What a model trained on the project's data (../shared/data/spine-mri via `hemseg prepare`) has not seen.
+SPINE_MRI_LIMITS = """Trained on lumbar spine MRI of healthy adults (two sources, T2-weighted TSE and water-fat
+  gradient echo) with simulated lesions. Real hemangiomas, other sequences (e.g. STIR, contrast-enhanced T1), other
+  scanners, the cervical and thoracic spine, children, fractures and metastases were not seen; expect lower
+  accuracy there."""
+OTHER_DATA_LIMITS = """Trained only on the data named under Training data: scanners, sequences, anatomy and lesions
+  that those data do not show were not seen; expect lower accuracy there."""
 
 
 def eval_results(summary: dict, split: str, dataset_name: str) -> list[EvalResult]:
@@ -27,7 +38,7 @@ def eval_results(summary: dict, split: str, dataset_name: str) -> list[EvalResul
     results = []
     for label, by_plane in summary.items():
         for plane in [*PLANES, "overall"]:
-            for key, metric_type in CARD_METRICS:
+            for key, metric_type, name in CARD_METRICS:
                 value = by_plane.get(plane, {}).get(key)
                 if value is None or math.isnan(value):
                     continue
@@ -38,7 +49,7 @@ def eval_results(summary: dict, split: str, dataset_name: str) -> list[EvalResul
                         dataset_name=dataset_name,
                         dataset_split=split,
                         metric_type=metric_type,
-                        metric_name=f"{label} {plane} {metric_type}",
+                        metric_name=f"{label} {plane} {name}",
                         metric_value=round(float(value), 4),
                     )
                 )
@@ -55,6 +66,7 @@ def write_model_card(
     data_note: str,
     command: str,
     training_note: str,
+    data_limits: str = OTHER_DATA_LIMITS,
     input_size: tuple[int, int] = (128, 128),
 ) -> Path:
     """Write ``folder/README.md``: metadata, what trained the model, its scores, use and limits, how to load.
@@ -109,9 +121,7 @@ Made with (each command that trained it, in order; later ones resumed the run):
 ## Intended use and limits
 
 - For research on spine hemangioma segmentation and for trying hemseg; not for diagnosis or treatment.
-- Trained on lumbar spine MRI of healthy adults (two sources, T2-weighted TSE and water-fat gradient echo) with
-  simulated lesions. Real hemangiomas, other sequences (e.g. STIR, contrast-enhanced T1), other scanners, the
-  cervical and thoracic spine, children, fractures and metastases were not seen; expect lower accuracy there.
+- {data_limits}
 - Input: one grayscale slice of any size; intensities are scaled by their own percentiles, padded to a square
   and resized to {input_size[0]}x{input_size[1]}; the network runs on the part of that grid which holds the image.
   Output: one probability map per label, resized back to the input.

@@ -34,6 +34,7 @@ def comparison_table(runs: list[str]) -> str:
         cells = [
             run.name.removesuffix("-checkpoints"),
             str(settings["base_channels"]),
+            str(settings["depth"]),
             f"{params / 1e6:.2f}",
             f"{params * 4 / 2**20:.1f}",
             f"{settings['loss']}, lr {settings['lr']:g}",
@@ -43,7 +44,7 @@ def comparison_table(runs: list[str]) -> str:
         for label in labels:
             cells += [f"{best[f'val_{label}_all_dice']:.3f}", f"{best[f'val_{label}_all_dice_fg']:.3f}"]
         rows.append("| " + " | ".join(cells) + " |")
-    head = ["run", "base filters", "parameters (M)", "fp32 MiB", "loss", "best epoch", "s/epoch"]
+    head = ["run", "base filters", "depth", "parameters (M)", "fp32 MiB", "loss", "best epoch", "s/epoch"]
     for label in labels:
         head += [f"{label} pooled Dice", f"{label} Dice_fg"]
     return "\n".join(["| " + " | ".join(head) + " |", "|" + " --- |" * len(head), *rows])

@@ -15,6 +15,13 @@ def is_path_not_hub_id(spec: str) -> bool:
     return spec.startswith((".", "/")) or spec.count("/") > 1
 
 
+# What a refusal by the Hub means for the person pushing, by HTTP status.
+HINTS = {
+    401: "The Hub did not accept the token: log in with `hf auth login`, or set HF_TOKEN to a write token.\n",
+    403: "The token may not write to {repo_id}: use a token with write access to that user or organisation.\n",
+}
+
+
 def push_folder(folder: Path, repo_id: str, private: bool = False, api: HfApi | None = None) -> int:
     """Upload ``folder`` as it is to the model repository ``repo_id``; 0 on success.
 
@@ -30,8 +37,10 @@ def push_folder(folder: Path, repo_id: str, private: bool = False, api: HfApi | 
     # httpx2.HTTPError: huggingface_hub's transport; the base of HfHubHTTPError (refused, bad token, no permission)
     # and of the connection errors and timeouts it lets through (no network, unreachable endpoint).
     except (httpx2.HTTPError, OfflineModeIsEnabled, OSError, ValueError) as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        hint = HINTS.get(status, "").format(repo_id=repo_id)
         print(
-            f"error: the push to {repo_id} failed: {err}\nThe model folder {folder} is complete and unchanged; "
+            f"error: the push to {repo_id} failed: {err}\n{hint}The model folder {folder} is complete and unchanged; "
             f"retry with: hf upload {repo_id} {folder}",
             file=sys.stderr,
         )

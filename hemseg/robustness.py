@@ -1,5 +1,5 @@
 """`python -m hemseg robustness`: how a model's scores move when the images change the way another scanner or
-sequence changes them (noise, intensity curve, resolution, bias field, reversed contrast).
+sequence changes them (noise, intensity curve, resolution, slice thickness, bias field, reversed contrast).
 
 Each shift is applied to every slice of a split as it is stored (before the model's own preprocessing), the slice
 is cast back to its own integer type, and the split is scored as ``calibrate`` scores it (``seed_table``, with the
@@ -49,6 +49,13 @@ def half_resolution(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return resize(small, image.shape)
 
 
+def thick_slices(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Down to a third of the rows (anti-aliased) and back, columns untouched: a slice cut across a stack of
+    3 mm slices, as a sagittal reformat of an axial acquisition."""
+    small = resize(image, (max(image.shape[0] // 3, 1), image.shape[1]), anti_aliasing=True)
+    return resize(small, image.shape)
+
+
 def bias_field(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A smooth multiplicative ramp, 0.61x to 1.62x corner to corner on a square slice: coil sensitivity."""
     rows, cols = np.mgrid[0 : image.shape[0], 0 : image.shape[1]] / max(image.shape)
@@ -68,6 +75,7 @@ SHIFTS: dict[str, Shift] = {
     "gamma 0.5": gamma(0.5),
     "gamma 2": gamma(2.0),
     "half resolution": half_resolution,
+    "thick slices": thick_slices,
     "bias field": bias_field,
     "inverted": inverted,
 }

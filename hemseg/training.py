@@ -35,6 +35,49 @@ class SliceTensors:
     def to(self, device: torch.device) -> SliceTensors:
         return SliceTensors(self.images.to(device), self.masks.to(device), self.planes.to(device), self.splits)
 
+    def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Float images, float masks and planes of the slices ``idx`` on ``device``; copied there only when the set
+        is kept in host memory (``resident_device``)."""
+        idx = idx.to(self.images.device)
+        images, masks = self.images[idx].to(device).float(), self.masks[idx].to(device).float()
+        return images, masks, self.planes[idx].to(device)
+
+
+def slice_bytes(count: int, labels: int, size: int) -> int:
+    """Memory of ``count`` preprocessed slices on a ``size`` grid: a float16 image and a uint8 mask per label."""
+    return count * size * size * (2 + labels)
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory available to new allocations (Linux's MemAvailable); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_host_memory(needed: int, processes: int = 1) -> None:
+    """Refuse, with the numbers, a data set whose preprocessed tensors (one copy per process on this machine)
+    would not fit in the memory available, instead of running out of memory while they are filled."""
+    available = available_memory()
+    if available is not None and needed * processes > available:
+        copies = f" x {processes} processes on this machine" if processes > 1 else ""
+        raise ValueError(
+            f"the preprocessed slices need {needed / 2**30:.1f} GiB{copies}, but only {available / 2**30:.1f} GiB "
+            "of memory is available: train on a smaller --image-size or on fewer slices"
+        )
+
+
+def resident_device(needed: int, device: torch.device) -> torch.device:
+    """Where the preprocessed set stays: on the training device when it takes at most half of its free memory
+    (the rest is for the model, its activations and the optimiser), else in host memory, a batch copied at a time."""
+    if device.type != "cuda":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if needed <= free // 2 else torch.device("cpu")
+
 
 def load_tensors(
     dataset: datasets.Dataset, labels: list[str], preprocessing: dict, progress: bool = True, threads: int | None = None

@@ -1,8 +1,10 @@
 import csv
+import http.server
 import math
 import os
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +167,8 @@ def test_predict_command_writes_masks_overlays_and_a_table(trained_model, tiny_s
         size = Image.open(row["file"]).size
         for suffix in ("vertebral_body", "hemangioma", "overlay"):
             assert Image.open(tmp_path / "out" / f"{stem}_{suffix}.png").size == size
+        for label in ("vertebral_body", "hemangioma"):
+            assert set(np.unique(np.asarray(Image.open(tmp_path / "out" / f"{stem}_{label}.png")))) <= {0, 255}
 
 
 def test_predict_skips_what_it_cannot_read_and_keeps_every_output(trained_model, tmp_path):
@@ -338,6 +342,47 @@ def test_push_to_an_unreachable_hub_says_why(trained_model):
     result = run(["-c", code, str(trained_model)], env=env, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "push to someone/model failed" in result.stderr and "retry with: hf upload" in result.stderr
+
+
+class RefusingHub(http.server.BaseHTTPRequestHandler):
+    """A stand-in Hub endpoint that refuses every request with ``status``, as the Hub refuses a bad token (401)
+    or a token without write access (403)."""
+
+    status = 401
+
+    def answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"error": "Invalid credentials in Authorization header"}'
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_HEAD = answer
+
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+
+@pytest.mark.parametrize("status, hint", [(401, "hf auth login"), (403, "may not write to someone/model")])
+def test_push_refused_by_the_hub_says_why(trained_model, status, hint):
+    handler = type("Refusing", (RefusingHub,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    code = (
+        "import sys, pathlib; from hemseg.hub import push_folder; "
+        "raise SystemExit(push_folder(pathlib.Path(sys.argv[1]), 'someone/model'))"
+    )
+    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_TOKEN": "hf_bad"}
+    before = sorted(os.listdir(trained_model))
+    try:
+        result = run(["-c", code, str(trained_model)], env=env, check=False)
+    finally:
+        server.shutdown()
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert str(status) in result.stderr and hint in result.stderr and "retry with: hf upload" in result.stderr
+    assert sorted(os.listdir(trained_model)) == before
 
 
 def test_train_with_push_offline_keeps_the_model_and_exits_nonzero(tiny_slices, tmp_path):

@@ -7,7 +7,16 @@ from conftest import run
 from hemseg.data import load
 from hemseg.evaluate import predicted_batches
 from hemseg.inference import Segmenter
-from hemseg.robustness import SHIFTS, bias_field, gamma, half_resolution, inverted, noise, shifted
+from hemseg.robustness import (
+    SHIFTS,
+    bias_field,
+    gamma,
+    half_resolution,
+    inverted,
+    noise,
+    shifted,
+    thick_slices,
+)
 
 
 def ramp() -> np.ndarray:
@@ -30,6 +39,11 @@ def test_shifts_keep_size_and_type_and_do_what_they_say():
     assert 20 < noisy[:, 5:45].std() < 28
     blurred = shifted(image, half_resolution, rng)
     assert np.abs(blurred.astype(int) - image).mean() < 3  # a ramp survives half resolution nearly unchanged
+    stripes = np.zeros((60, 40), np.uint8)
+    stripes[::2] = 200  # a line pattern one row apart, down the rows only
+    thick = shifted(stripes, thick_slices, rng).astype(int)
+    assert thick.std() < 0.2 * stripes.std()  # rows are averaged ...
+    assert np.array_equal(shifted(stripes.T.copy(), thick_slices, rng), stripes.T)  # ... columns are not
     field = shifted(image, bias_field, rng)
     assert field[0, -1] > image[0, -1] and field[0, 1] < image[0, 1]
 

@@ -20,7 +20,7 @@ from hemseg import UNet
 from hemseg.calibrate import SEED_CANDIDATES
 from hemseg.data import load
 from hemseg.speed import cpu_cores
-from hemseg.training import LOAD_CHUNK, epoch_metrics, load_tensors, make_loss, soft_dice_loss
+from hemseg.training import LOAD_CHUNK, epoch_metrics, load_tensors, make_loss, slice_bytes, soft_dice_loss
 from hemseg.transforms import DEFAULT_PREPROCESSING, preprocess, to_model_grid
 
 EXPECTED_FILES = {
@@ -74,14 +74,20 @@ def test_one_process_writes_a_complete_model_folder(trained_model, tiny_slices):
     metrics = json.loads((trained_model / "metrics.json").read_text())
     assert set(metrics["test"]) == {"vertebral_body", "hemangioma"}
     assert set(metrics["test"]["hemangioma"]) == {"axial", "coronal", "sagittal", "overall"}
-    assert metrics["command"].startswith("accelerate launch train.py --base-channels 4")
+    assert metrics["command"].startswith("accelerate launch --cpu train.py --base-channels 4")
     assert metrics["commands"] == [metrics["command"]]
     card = ModelCard.load(trained_model / "README.md")
-    names = {r.metric_name for r in card.data.eval_results}
-    assert "hemangioma sagittal dice" in names and "vertebral_body overall recall" in names
+    names = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert "vertebral_body overall pooled recall" in names
+    # Both Dice averages, each named for how it averages, with the values of metrics.json.
+    sagittal = metrics["test"]["hemangioma"]["sagittal"]
+    assert names["hemangioma sagittal dice (mean over slices with the label)"] == round(sagittal["dice_fg"], 4)
+    assert names["hemangioma sagittal pooled dice"] == round(sagittal["pooled_dice"], 4)
     assert {r.dataset_split for r in card.data.eval_results} == {"test"}
     assert "simulated" in card.text and metrics["command"] in card.text
     assert "augmentation on (noise sd up to 0.1)" in card.text  # the default, stated where people read it
+    # Its limits describe its own data (synthetic volumes here), not the project's lumbar spine sources.
+    assert "Trained only on the data named under Training data" in card.text and "healthy adults" not in card.text
     for split in ("val", "test"):  # a table per label for each held-out split
         for label in ("vertebral_body", "hemangioma"):
             assert f"### {label} ({split} split" in card.text
@@ -115,6 +121,13 @@ def test_resident_tensors_hold_each_slice_preprocessed_in_order(tiny_slices):
             truth = torch.from_numpy(np.asarray(example[label]) > 0).to(torch.uint8)[None, None]
             assert torch.equal(data.masks[i, c], to_model_grid(truth, (48, 48), mode="nearest")[0, 0])
         assert data.splits[i] == example["split"]
+    assert data.images.element_size() * data.images.numel() + data.masks.numel() == slice_bytes(len(dataset), 2, 48)
+    images, masks, planes = data.batch(torch.tensor([LOAD_CHUNK, 0]), torch.device("cpu"))
+    assert images.dtype == masks.dtype == torch.float32 and torch.equal(images[1], data.images[0].float())
+    assert (
+        torch.equal(masks[0], data.masks[LOAD_CHUNK].float())
+        and planes.tolist() == data.planes[[LOAD_CHUNK, 0]].tolist()
+    )
 
 
 def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
@@ -122,6 +135,13 @@ def test_two_processes_train_and_validate_like_one(tmp_path, tiny_slices):
     result = run_train([*one_epoch(tiny_slices, out), "--val-noise", "0.1"], **TWO_PROCESSES)
     assert "training on 2 process(es)" in result.stdout and "MULTI_CPU" in result.stdout
     assert {p.name for p in out.iterdir()} >= EXPECTED_FILES
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]["hemangioma"]) == {"axial", "coronal", "sagittal", "overall"}
+    # The command on the card starts what really ran: two processes (the batch is per process), not --cpu's one.
+    assert metrics["command"].startswith("ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 ")
+    card = ModelCard.load(out / "README.md")
+    assert metrics["command"] in card.text
+    assert "hemangioma sagittal pooled dice" in {r.metric_name for r in card.data.eval_results}
     logged = read_log(out)[-1]
     # The same weights validated in this single process give the numbers the two processes logged.
     model = UNet.from_pretrained(out)
@@ -215,7 +235,7 @@ def test_best_epoch_by_dice_fg_and_a_new_choice_on_resume(tmp_path, tiny_slices)
     assert refused.returncode == 2 and "resume with --epochs above the 4 already done" in refused.stderr
     # Chosen on clean and noisy validation slices: the log gains the noisy columns, empty for the earlier epochs.
     noisy = [*resume, "--epochs", "5", "--select-by", "dice_fg_clean_and_noisy", "--val-noise", "0.1"]
-    noisy += ["--intensity-curves", "0.3"]
+    noisy += ["--intensity-curves", "0.3", "--blur", "0.5"]
     assert "with noise 0.1: val loss" in run_train(noisy).stdout
     log = read_log(out)
     assert [row["noisyval_hemangioma_all_dice_fg"] == "" for row in log] == [True] * 4 + [False]
@@ -225,7 +245,10 @@ def test_best_epoch_by_dice_fg_and_a_new_choice_on_resume(tmp_path, tiny_slices)
     assert metrics["selected_by"] == "dice_fg_clean_and_noisy" and metrics["best_epoch"] == 5
     assert metrics["best_val_score"] == pytest.approx(sum(both) / 4)
     card = (out / "README.md").read_text()
-    assert "random intensity curves on 0.3 of the samples), validated also with noise sd 0.1" in card
+    assert (
+        "random intensity curves on 0.3 of the samples, Gaussian blur of sd up to 2 grid pixels on 0.5 of the "
+        "samples), validated also with noise sd 0.1" in card
+    )
     # compare goes by the same score, among the epochs that logged it.
     compared = run(["-m", "hemseg", "compare", f"{out}-checkpoints"]).stdout.strip().splitlines()[-1]
     assert "| 5 of 5 |" in compared
@@ -296,6 +319,12 @@ def test_bad_data_is_explained(tmp_path, tiny_slices):
         ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--intensity-curves", "1.5"], check=False
     )
     assert result.returncode == 2 and "--intensity-curves must be between 0 and 1" in result.stderr
+    result = run_train(["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--blur", "-1"], check=False)
+    assert result.returncode == 2 and "--blur must be between 0 and 1" in result.stderr
+    # A set that would not fit in memory once preprocessed (here 17 GB a slice) is refused before it is filled.
+    huge = ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--image-size", "65536"]
+    result = run_train(huge, check=False)
+    assert result.returncode == 2 and "of memory is available: train on a smaller --image-size" in result.stderr
     # No validation slice shows a lesion: Dice_fg cannot choose an epoch (it was NaN every epoch, and the run
     # failed only after its last one).
     no_lesions = tmp_path / "no-val-lesions"
@@ -322,7 +351,12 @@ def test_cpu_training_launched_without_cpu_flag_says_cores_sit_idle(tmp_path):
     assert "accelerate launch --cpu" in plain.stdout
     on_cpu = run(args, launcher=(*launch, "--cpu", "--dynamo_backend", "no"), check=False)
     assert "no such folder" in on_cpu.stderr and "training on 1 process(es), device cpu" in on_cpu.stdout
-    assert "note: training on the CPU" not in on_cpu.stdout
+    assert "note: training on the CPU" not in on_cpu.stdout and "started one process" not in on_cpu.stdout
+    # --num_processes 2 with --cpu starts one process too (Accelerate's CPU launcher needs mpirun for more): say so.
+    launch_two = (*launch[:2], "--cpu", "--num_processes", "2", *launch[4:], "--dynamo_backend", "no")
+    two = run(args, launcher=launch_two, check=False)
+    assert "training on 1 process(es)" in two.stdout
+    assert "started one process, though more were asked for" in two.stdout and "--multi_gpu" in two.stdout
 
 
 def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, tmp_path):
@@ -369,4 +403,24 @@ def test_compare_lists_runs_with_their_best_epoch(trained_model):
     result = run(["-m", "hemseg", "compare", f"{trained_model}-checkpoints"])
     header, _, row = result.stdout.strip().splitlines()
     assert "hemangioma Dice_fg" in header and "parameters (M)" in header
-    assert row.startswith(f"| {trained_model.name} | 4 | ") and "1 of 1" in row
+    assert "| depth |" in header and row.startswith(f"| {trained_model.name} | 4 | 3 | ") and "1 of 1" in row
+
+
+def test_card_limits_describe_the_project_data_only_when_it_trained_on_them(tmp_path):
+    from train import data_limits
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"sources": ["../shared/data/spine-mri"]}))
+    assert "lumbar spine MRI of healthy adults" in data_limits(str(tmp_path))
+    (tmp_path / "dataset.json").write_text(json.dumps({"sources": ["/hospital/scans"]}))
+    assert "Trained only on the data named under Training data" in data_limits(str(tmp_path))
+    assert "Trained only on" in data_limits("someone/hub-dataset")
+
+
+def test_the_papers_binary_setup_with_the_dice_loss(tmp_path, tiny_slices):
+    out = tmp_path / "binary"
+    run_train([*one_epoch(tiny_slices, out), "--labels", "hemangioma", "--loss", "bce+dice"])
+    model = UNet.from_pretrained(out)
+    assert model.labels == ["hemangioma"] and model(torch.zeros(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"hemangioma"} and "vertebral_body_all_dice" not in read_log(out)[0]
+    assert "loss bce+dice" in (out / "README.md").read_text()

@@ -10,6 +10,7 @@ from hemseg.transforms import (
     from_model_grid,
     normalize_intensity,
     preprocess,
+    random_blur,
     random_curves,
     to_model_grid,
 )
@@ -150,3 +151,37 @@ def test_random_curves_are_piecewise_linear_keep_black_and_can_swap_tissues():
     some = random_curves(ramp, 0.5, 5, torch.Generator().manual_seed(1))
     changed = (some != ramp).flatten(1).any(1).float().mean()
     assert 0.25 < changed < 0.75
+
+
+def test_random_blur_spreads_a_point_by_its_own_sd_along_each_axis():
+    point = torch.zeros(64, 1, 25, 25)
+    point[..., 12, 12] = 1
+    blurred = random_blur(point, 1.0, 2.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(blurred.sum((-2, -1)), torch.ones(64, 1))  # intensity is moved, not lost
+    offsets = torch.arange(25.0) - 12
+    variance_down = (blurred.sum(-1) * offsets**2).sum(-1).flatten()  # the sd^2 drawn for the rows
+    variance_across = (blurred.sum(-2) * offsets**2).sum(-1).flatten()
+    assert variance_down.max() <= 4.0 + 1e-4 and variance_across.max() <= 4.0 + 1e-4
+    assert variance_down.max() > 2.5 and variance_across.max() > 2.5
+    assert ((variance_down - variance_across).abs() > 1).float().mean() > 0.3  # often one axis far more: thick slices
+    # Edges are extended, so a flat image stays flat.
+    flat = torch.full((4, 1, 16, 16), 0.3)
+    assert torch.allclose(random_blur(flat, 1.0, 2.0, torch.Generator().manual_seed(1)), flat)
+
+
+def test_random_blur_leaves_unchosen_images_exact_and_draws_nothing_at_p_0():
+    images, _ = batch(n=32)
+    some = random_blur(images, 0.5, 2.0, torch.Generator().manual_seed(2))
+    unchanged = (some == images).flatten(1).all(1).float().mean()
+    assert 0.25 < unchanged < 0.75
+    generator = torch.Generator().manual_seed(0)
+    assert random_blur(images, 0.0, 2.0, generator) is images
+    assert generator.get_state().equal(torch.Generator().manual_seed(0).get_state())
+
+
+def test_augment_blurs_the_image_and_keeps_the_truth_sharp():
+    images, masks = batch(n=8)
+    blur = AugmentConfig(**{**NO_AUGMENT.__dict__, "blur_p": 1.0})
+    out_images, out_masks = augment(images, masks, torch.Generator().manual_seed(4), blur)
+    assert torch.equal(out_masks, masks)
+    assert out_images.std() < 0.8 * images.std()  # noise pixels averaged with their neighbours
