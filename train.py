@@ -202,8 +202,9 @@ def one_cpu_process_note(num_processes: int) -> str | None:
         return None
     return (
         "note: Accelerate's --cpu launcher started one process, though more were asked for (it needs mpirun for "
-        "more); this one uses every core. For several CPU processes: ACCELERATE_USE_CPU=true accelerate launch "
-        "--multi_gpu --num_processes N train.py ..."
+        "more), and gave it only its share of the cores. For one process on every core: accelerate launch --cpu "
+        "train.py ...; for several CPU processes: ACCELERATE_USE_CPU=true accelerate launch --multi_gpu "
+        "--num_processes N train.py ..."
     )
 
 
@@ -320,10 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         f"training on {accelerator.num_processes} process(es), device {accelerator.device}, "
         f"{accelerator.distributed_type.value}, mixed precision {accelerator.mixed_precision}"
     )
-    if accelerator.device.type == "cpu":
-        for note in (one_cpu_process_note(accelerator.num_processes), idle_cores_note(accelerator.num_processes)):
-            if note:
-                accelerator.print(note)
+    if accelerator.device.type == "cpu":  # the first note already names the idle cores' cause and fix
+        note = one_cpu_process_note(accelerator.num_processes) or idle_cores_note(accelerator.num_processes)
+        if note:
+            accelerator.print(note)
     launcher = launch_command(accelerator)
     labels = args.labels.split(",")
     dataset = load(args.data)

@@ -50,8 +50,9 @@ def half_resolution(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def thick_slices(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Down to a third of the rows (anti-aliased) and back, columns untouched: a slice cut across a stack of
-    3 mm slices, as a sagittal reformat of an axial acquisition."""
+    """Down to a third of the rows (anti-aliased) and back, columns untouched. On sagittal and coronal slices, whose
+    rows run head to foot, that is a cut across a stack of 3 mm axial slices; on axial ones, a coarser
+    front-to-back resolution."""
     small = resize(image, (max(image.shape[0] // 3, 1), image.shape[1]), anti_aliasing=True)
     return resize(small, image.shape)
 

@@ -66,7 +66,7 @@ def check_host_memory(needed: int, processes: int = 1) -> None:
         copies = f" x {processes} processes on this machine" if processes > 1 else ""
         raise ValueError(
             f"the preprocessed slices need {needed / 2**30:.1f} GiB{copies}, but only {available / 2**30:.1f} GiB "
-            "of memory is available: train on a smaller --image-size or on fewer slices"
+            "of memory is available: train on a smaller --image-size, on fewer slices or in fewer processes"
         )
 
 

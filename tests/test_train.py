@@ -357,6 +357,7 @@ def test_cpu_training_launched_without_cpu_flag_says_cores_sit_idle(tmp_path):
     two = run(args, launcher=launch_two, check=False)
     assert "training on 1 process(es)" in two.stdout
     assert "started one process, though more were asked for" in two.stdout and "--multi_gpu" in two.stdout
+    assert "note: training on the CPU with" not in two.stdout  # whose fix, --cpu, was given already
 
 
 def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, tmp_path):
@@ -424,4 +425,4 @@ def test_the_papers_binary_setup_with_the_dice_loss(tmp_path, tiny_slices):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["test"]) == {"hemangioma"} and not any("vertebral_body" in key for key in read_log(out)[0])
     assert "val_hemangioma_all_dice" in read_log(out)[0]
-    assert "loss bce+dice" in (out / "README.md").read_text()
+    assert "loss bce+dice, batch 8 per process" in (out / "README.md").read_text()  # the training note

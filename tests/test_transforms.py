@@ -164,6 +164,7 @@ def test_random_blur_spreads_a_point_by_its_own_sd_along_each_axis():
     assert variance_down.max() <= 4.0 + 1e-4 and variance_across.max() <= 4.0 + 1e-4
     assert variance_down.max() > 2.5 and variance_across.max() > 2.5
     assert ((variance_down - variance_across).abs() > 1).float().mean() > 0.3  # often one axis far more: thick slices
+    assert random_blur(point.bfloat16(), 1.0, 2.0, torch.Generator().manual_seed(0)).dtype == torch.bfloat16
     # Edges are extended, so a flat image stays flat.
     flat = torch.full((4, 1, 16, 16), 0.3)
     assert torch.allclose(random_blur(flat, 1.0, 2.0, torch.Generator().manual_seed(1)), flat)
