@@ -603,10 +603,15 @@ def augmentation_note(args: argparse.Namespace) -> str:
     return f"augmentation on (noise sd up to {args.noise_std}{curves}{blur})"
 
 
+def data_description(data: str) -> dict | None:
+    """The slice folder's dataset.json (written by `hemseg prepare`), or None for other data."""
+    description = Path(str(data)) / "dataset.json"
+    return json.loads(description.read_text()) if description.exists() else None
+
+
 def data_limits(data: str) -> str:
     """The card's limits of the training data: the project's own sources are described; other data are not."""
-    description = Path(str(data)) / "dataset.json"
-    sources = json.loads(description.read_text()).get("sources", []) if description.exists() else []
+    sources = (data_description(data) or {}).get("sources", [])
     if sources and all(Path(source).name == "spine-mri" for source in sources):
         return SPINE_MRI_LIMITS
     return OTHER_DATA_LIMITS
@@ -614,9 +619,8 @@ def data_limits(data: str) -> str:
 
 def data_note(data: str) -> str:
     """What the training data were, from the slice folder's dataset.json when there is one."""
-    description = Path(str(data)) / "dataset.json"
-    if description.exists():
-        info = json.loads(description.read_text())
+    info = data_description(data)
+    if info is not None:
         labels = "; ".join(f"{k}: {v}" for k, v in info.get("labels", {}).items())
         simulator = info.get("simulator", {})
         return (

@@ -43,18 +43,20 @@ def gamma(power: float) -> Shift:
     return lambda image, rng: image.max() * (image / max(float(image.max()), 1.0)) ** power
 
 
-def half_resolution(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Down to half the pixels each way (anti-aliased) and back: a coarser acquisition."""
-    small = resize(image, (max(image.shape[0] // 2, 1), max(image.shape[1] // 2, 1)), anti_aliasing=True)
-    return resize(small, image.shape)
+def coarser(rows: int, cols: int) -> Shift:
+    """Down to 1/``rows`` of the rows and 1/``cols`` of the columns (anti-aliased) and back: a coarser acquisition."""
+
+    def shift(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        small = resize(image, (max(image.shape[0] // rows, 1), max(image.shape[1] // cols, 1)), anti_aliasing=True)
+        return resize(small, image.shape)
+
+    return shift
 
 
-def thick_slices(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Down to a third of the rows (anti-aliased) and back, columns untouched. On sagittal and coronal slices, whose
-    rows run head to foot, that is a cut across a stack of 3 mm axial slices; on axial ones, a coarser
-    front-to-back resolution."""
-    small = resize(image, (max(image.shape[0] // 3, 1), image.shape[1]), anti_aliasing=True)
-    return resize(small, image.shape)
+half_resolution = coarser(2, 2)
+# On sagittal and coronal slices, whose rows run head to foot, a cut across a stack of 3 mm axial slices; on axial
+# ones, a coarser front-to-back resolution.
+thick_slices = coarser(3, 1)
 
 
 def bias_field(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
