@@ -5,7 +5,7 @@ bundled with hemseg. Gradio's GRADIO_SERVER_NAME and GRADIO_SERVER_PORT choose t
 http://127.0.0.1:7860).
 """
 
-from hemseg.webapp import build_app
+from hemseg.app.ui import build_app
 
 MAX_UPLOAD = "100mb"
 

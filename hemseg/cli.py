@@ -1,4 +1,4 @@
-"""The `python -m hemseg` command line: one subcommand per job."""
+"""The `hemseg` command line (`python -m hemseg`): the four jobs a user runs, and the lab tools apart."""
 
 from __future__ import annotations
 
@@ -7,33 +7,32 @@ import sys
 from collections.abc import Callable, Sequence
 
 from hemseg import __version__
-from hemseg.bench import add_bench_command
-from hemseg.calibrate import add_calibrate_command
-from hemseg.ceilings import add_ceilings_command
-from hemseg.compare import add_compare_command
-from hemseg.evaluate import add_evaluate_command
-from hemseg.predict import add_predict_command
-from hemseg.prepare import add_prepare_command
-from hemseg.robustness import add_robustness_command
+from hemseg.data.prepare import add_prepare_command
+from hemseg.evaluation.evaluate import add_evaluate_command
+from hemseg.inference.predict import add_predict_command
+from hemseg.lab.cli import add_lab_commands
+from hemseg.training.run import add_train_command
 
 Command = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m hemseg",
+        prog="hemseg",
         description="Segmentation of spine hemangiomas in MRI slices with the paper's U-Net.",
+        epilog="The lab tools (benchmarks, robustness, seed calibration, run comparison): hemseg lab --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"hemseg {__version__}")
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_prepare_command(subcommands)
+    add_train_command(subcommands)
     add_predict_command(subcommands)
     add_evaluate_command(subcommands)
-    add_compare_command(subcommands)
-    add_bench_command(subcommands)
-    add_ceilings_command(subcommands)
-    add_calibrate_command(subcommands)
-    add_robustness_command(subcommands)
+    lab = subcommands.add_parser(
+        "lab", help="tools for research on the models: bench, calibrate, ceilings, compare, robustness"
+    )
+    add_lab_commands(lab)
     return parser
 
 
@@ -42,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command: Command | None = getattr(args, "command", None)
     if command is None:
-        parser.print_help()
+        (getattr(args, "group", None) or parser).print_help()
         return 0
     try:
         return command(args)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from hemseg.transforms import DEFAULT_PREPROCESSING
+from hemseg.preprocessing import DEFAULT_PREPROCESSING
 
 REPO_URL = "https://github.com/hemseg/hemseg"
 

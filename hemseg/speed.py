@@ -1,5 +1,5 @@
 """Faster inference for the same model: BatchNorm folded into the convolutions, channels-last memory, and bf16
-on CPUs whose oneDNN supports it (AMX / AVX-512 BF16). Each is measured by `python -m hemseg bench`."""
+on CPUs whose oneDNN supports it (AMX / AVX-512 BF16). Each is measured by `hemseg lab bench`."""
 
 from __future__ import annotations
 

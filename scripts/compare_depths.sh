@@ -4,7 +4,7 @@
 #
 #   python -m hemseg prepare ../shared/data/spine-mri build/spine-slices --seed 0
 #   scripts/compare_depths.sh build/spine-slices runs/depth
-#   python -m hemseg compare runs/depth/*-checkpoints
+#   python -m hemseg lab compare runs/depth/*-checkpoints
 set -euo pipefail
 data=${1:-build/spine-slices}
 runs=${2:-runs/depth}
@@ -13,7 +13,8 @@ mkdir -p "$runs"
 export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}
 for depth in 3 4 5; do
   accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no train.py \
-    --data "$data" --output-dir "$runs/unet16-depth$depth" --base-channels 16 --depth "$depth" --image-size 192 \
-    --crop-size 128 --loss bce+dice --lr 1e-3 --epochs "$epochs" --patience "$epochs" --channels-last --seed 0 \
-    > "$runs/unet16-depth$depth.log" 2>&1
+    --recipe configs/bundled.yaml --data "$data" --output-dir "$runs/unet16-depth$depth" --set model.depth="$depth" \
+    --set augmentation.curve_p=0 --set validation.noise=0 --set validation.select_by=pooled_dice \
+    --set 'validation.choose_seed_thresholds=[]' --set training.patience="$epochs" --lr 1e-3 --epochs "$epochs" \
+    --seed 0 > "$runs/unet16-depth$depth.log" 2>&1
 done

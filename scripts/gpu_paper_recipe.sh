@@ -8,9 +8,9 @@
 #   scripts/gpu_paper_recipe.sh build/paper-slices runs/paper
 #   DYNAMO=inductor scripts/gpu_paper_recipe.sh build/paper-slices runs/paper-compiled   # compiled
 #
-# Not compiled by default: on an H100 (session 5, README "Speed") compiling took 63 s and the compiled epochs were
-# no faster (1.9 s against 1.7 s). Extra arguments go to train.py; on an H100 (session 6) `--batch-size 32` took
-# 126 s and learned less than batch 16, `--batch-size 64` took 97 s and learned almost nothing in 70 epochs.
+# Not compiled by default: on an H100 (docs/benchmarks.md) compiling took 63 s and the compiled epochs were no
+# faster (1.9 s against 1.7 s). Extra arguments go to train.py; on an H100 `--batch-size 32` took 126 s and learned
+# less than batch 16, `--batch-size 64` took 97 s and learned almost nothing in 70 epochs.
 #
 # Prints the wall clock of the whole run (start-up, loading, 70 epochs, checkpoints, final evaluation) and the sum of
 # the epochs' own seconds from training_log.csv (training and validation only).
@@ -22,8 +22,8 @@ start=$(date +%s.%N)
 # after its own Python start-up (2-4 s on the 2-vCPU machine, `accelerate launch ... train.py --help` against
 # `python train.py --help`).
 ACCELERATE_MIXED_PRECISION=bf16 ACCELERATE_DYNAMO_BACKEND="${DYNAMO:-no}" python3 \
-  train.py --data "$data" --output-dir "$out" --labels hemangioma --base-channels 64 --epochs 70 --patience 1000 \
-  --channels-last --checkpoint-every 10 "${@:3}"
+  train.py --recipe configs/paper.yaml --data "$data" --output-dir "$out" --set 'model.labels=[hemangioma]' \
+  --set training.patience=1000 --set training.channels_last=true --set checkpoints.every=10 "${@:3}"
 end=$(date +%s.%N)
 python3 - "$out-checkpoints/training_log.csv" "$start" "$end" <<'EOF'
 import csv

@@ -88,6 +88,24 @@ def write_dicom_series(volume_ras: np.ndarray, folder: Path, slope: float = 2.0,
     return folder
 
 
+def dicom_slice(path: Path, pixels: np.ndarray, spacing=(0.5, 0.8)) -> Path:
+    """One sagittal DICOM slice of 16-bit ``pixels`` with ``spacing`` (mm)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
+    ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # rows along y, columns along -z: a sagittal slice
+    ds.ImagePositionPatient, ds.PixelSpacing = [0, 0, 0], list(spacing)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 @pytest.fixture
 def nifti_cases(tmp_path: Path) -> Path:
     """A folder with two synthetic NIfTI cases from two 'sources'."""
@@ -110,7 +128,7 @@ def shared_case() -> Path:
 @pytest.fixture(scope="session")
 def tiny_slices(tmp_path_factory) -> Path:
     """A small slice folder: 8 synthetic cases from two sources, train/val/test 4/2/2 cases, 4 slices a plane."""
-    from hemseg.prepare import SamplingConfig, prepare
+    from hemseg.data.prepare import SamplingConfig, prepare
 
     folder = tmp_path_factory.mktemp("volumes")
     for i in range(4):
@@ -136,7 +154,7 @@ def trained_model(tiny_slices, tmp_path_factory) -> Path:
 
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_TRAINING = ["--base-channels", "4", "--depth", "3", "--batch-size", "8", "--lr", "3e-3"]
+TINY_TRAINING = ["--set", "model.base_channels=4", "--set", "model.depth=3", "--batch-size", "8", "--lr", "3e-3"]
 
 
 def one_epoch(data: Path, out: Path) -> list[str]:

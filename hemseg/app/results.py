@@ -1,0 +1,165 @@
+"""What the app shows and offers for download from one segmentation: the overlay, the lesion table, scores
+against a ground truth or from the model's own evaluation, and the files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from huggingface_hub import hf_hub_download
+from PIL import Image
+from scipy import ndimage
+from skimage.measure import regionprops
+
+from hemseg.app.uploads import read_truth
+from hemseg.evaluation.figures import error_map
+from hemseg.files import write_csv
+from hemseg.inference.overlay import gray_rgb, label_colour, paint
+from hemseg.inference.segmenter import BUNDLED_MODEL, LOAD_ERRORS, Prediction, Segmenter, parse_model_spec
+from hemseg.metrics import EIGHT, slice_metrics
+
+LESION = "hemangioma"
+
+
+BODY = "vertebral_body"
+
+
+SCRATCH = Path(tempfile.gettempdir()) / "hemseg-app"  # this app's own result files, before Gradio caches them
+
+
+MAX_AGE_S = 3600
+
+
+LESION_COLUMNS = ["lesion", "area", "largest diameter", "share of its vertebral body", "warning"]
+
+
+METRIC_KEYS = ("dice", "iou", "precision", "recall", "accuracy", "ssim", "hd95")
+
+
+@dataclass
+class Result:
+    """What one segmentation produced; kept in gr.State so sliders redraw without running the model."""
+
+    pixels: np.ndarray
+    prediction: Prediction
+    plane: str | None
+    name: str
+    window: tuple[float, float] | None = None
+
+
+def lesion_rows(prediction: Prediction) -> list[list[object]]:
+    """One row per predicted lesion (8-connected component): area, largest diameter, share of its body."""
+    masks = prediction.masks
+    if LESION not in masks:
+        return []
+    spacing = prediction.spacing or (1.0, 1.0)
+    unit = "mm" if prediction.spacing else "px"
+    lesions, _ = ndimage.label(masks[LESION], structure=EIGHT)
+    bodies, _ = ndimage.label(masks[BODY], structure=EIGHT) if BODY in masks else (None, 0)
+    rows = []
+    for region in regionprops(lesions, spacing=spacing):
+        lesion = lesions == region.label
+        share = "n/a"
+        if bodies is not None:
+            ids = np.unique(bodies[lesion])
+            body = np.isin(bodies, ids[ids > 0])
+            if body.any():
+                share = f"{100 * (lesion & body).sum() / body.sum():.0f} %"
+        top, left, bottom, right = region.bbox
+        touches = top == 0 or left == 0 or bottom == lesions.shape[0] or right == lesions.shape[1]
+        rows.append(
+            [
+                region.label,
+                f"{region.area:.1f} {unit}²",
+                f"{region.feret_diameter_max:.1f} {unit}",
+                share,
+                "touches the image border: may be cut off" if touches else "",
+            ]
+        )
+    return rows
+
+
+def draw(result: Result, threshold: float, opacity: float, outline: bool):
+    prediction = result.prediction.with_threshold(threshold)
+    before = gray_rgb(result.pixels, result.window)
+    picture = paint(before, prediction.masks, opacity=opacity, outline=outline)
+    return prediction, picture, (before, picture)
+
+
+def model_metrics(segmenter: Segmenter) -> tuple[str, dict] | None:
+    """(split, summary) from the model's metrics.json: the bundled folder, a local folder or the Hub."""
+    source = BUNDLED_MODEL if segmenter.source == "bundled" else Path(segmenter.source)
+    try:
+        if source.is_dir():
+            path = source / "metrics.json"
+        else:
+            repo, revision = parse_model_spec(segmenter.source)
+            path = Path(hf_hub_download(repo, "metrics.json", revision=revision))
+        metrics = json.loads(path.read_text())
+    except (*LOAD_ERRORS, FileNotFoundError, json.JSONDecodeError):
+        return None
+    split = "test" if "test" in metrics else "val"
+    if split not in metrics:
+        return None
+    return split, metrics[split]  # JSON null (NaN when written) reads as n/a in markdown_table
+
+
+def truth_metrics(truth: str | None, prediction: Prediction, pixels: np.ndarray):
+    """This image's metrics against an uploaded ground-truth mask of the hemangioma, an error map, and a note (empty,
+    or why the mask was not used: the segmentation is shown all the same)."""
+    if not truth:
+        return [], None, ""
+    if LESION not in prediction.masks:
+        return [], None, f"The ground-truth mask was not used: this model predicts no {LESION}."
+    try:
+        mask = read_truth(truth, pixels.shape)
+    except ValueError as err:
+        note = f"The ground-truth mask was not used: {err}."
+        gr.Warning(note)
+        return [], None, note
+    pred = prediction.masks[LESION]
+    scores = slice_metrics(pred, mask, prediction.spacing or (1.0, 1.0))
+    rows = [[key, None if np.isnan(scores[key]) else round(float(scores[key]), 4)] for key in METRIC_KEYS]
+    background = gray_rgb(pixels).astype(np.float32)
+    colours = error_map(pred, mask).astype(np.float32)
+    marked = (pred | mask)[..., None]
+    return rows, np.where(marked, 0.35 * background + 0.65 * colours, background).astype(np.uint8), ""
+
+
+def scratch_dir() -> Path:
+    """A new folder for one request's files; folders older than an hour are deleted on the way.
+
+    Gradio deletes its own cached copies (``delete_cache``); these are the originals it copied from.
+    """
+    SCRATCH.mkdir(exist_ok=True)
+    now = time.time()
+    for old in SCRATCH.iterdir():
+        if now - old.stat().st_mtime > MAX_AGE_S:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=SCRATCH))
+
+
+def write_downloads(result: Result, prediction: Prediction, rows: list[list[object]]) -> list[str]:
+    out = scratch_dir()
+    files = []
+    for label, mask in prediction.masks.items():
+        path = out / f"{result.name}_{label}.png"
+        Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+        files.append(str(path))
+    table = [dict(zip(LESION_COLUMNS, row, strict=True)) for row in rows]
+    files.append(str(write_csv(out / f"{result.name}_lesions.csv", table, LESION_COLUMNS)))
+    return files
+
+
+def legend_markdown(labels: list[str]) -> str:
+    swatches = [
+        f'<span style="color: rgb{label_colour(label, i)}">■</span> {label.replace("_", " ")}'
+        for i, label in enumerate(labels)
+    ]
+    return "Legend: " + " &nbsp; ".join(swatches)

@@ -1,0 +1,108 @@
+"""`python -m hemseg predict`: masks, overlays and a table of areas for image files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+
+from hemseg.data.images import IMAGE_SUFFIXES, read_slice
+from hemseg.data.volumes import NIFTI_SUFFIXES, file_stem
+from hemseg.files import write_csv
+from hemseg.inference.overlay import overlay
+from hemseg.inference.segmenter import Segmenter, add_model_options
+
+INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm", *NIFTI_SUFFIXES)
+READ_FAILURES = (ValueError, OSError)  # what read_slice and predict raise for a file they cannot use
+
+
+def expand_inputs(paths: list[str]) -> list[Path]:
+    """Files as given, and the image files directly inside given folders (sorted): those with an image suffix and
+    DICOM files without one (as scanners export them, ``IM0001``); hidden files (``.DS_Store``, macOS ``._*``) are
+    not images."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.is_file() and _is_input(p)))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    if not files:
+        raise ValueError(f"no image files in {', '.join(paths)}")
+    return files
+
+
+def _is_input(path: Path) -> bool:
+    if path.name.startswith("."):
+        return False
+    return path.name.lower().endswith(INPUT_SUFFIXES) or (not path.suffix and pydicom.misc.is_dicom(path))
+
+
+def output_stems(files: list[Path]) -> list[str]:
+    """One output name per input: its stem, with ``-2``, ``-3``... for later inputs of the same stem (``a/x.png``
+    and ``b/x.png``, ``x.png`` and ``x.dcm``), so no input's masks overwrite another's."""
+    seen: dict[str, int] = {}
+    stems = []
+    for file in files:
+        stem = file_stem(file)
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return stems
+
+
+def predict_files(segmenter: Segmenter, files: list[Path], out: Path) -> tuple[Path, list[str]]:
+    """Write ``<stem>_<label>.png`` and ``<stem>_overlay.png`` per input and ``predictions.csv``, one row per input
+    (``output`` names its files; ``error`` says why a file was skipped). Returns the table and the errors: a file
+    that cannot be read is skipped, and the others are still segmented."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows, errors = [], []
+    for file, stem in zip(files, output_stems(files), strict=True):
+        row: dict = {"file": str(file), "output": stem}
+        try:
+            image = read_slice(file)
+            prediction = segmenter.predict(image)
+        except READ_FAILURES as err:
+            reason = str(err).removeprefix(f"{file}: ").removeprefix(f"{file.name}: ")  # the row names the file
+            errors.append(f"{file}: {reason}")
+            rows.append(row | {"error": reason})
+            continue
+        for label, mask in prediction.masks.items():
+            Image.fromarray(mask.astype(np.uint8) * 255).save(out / f"{stem}_{label}.png")
+        Image.fromarray(overlay(image.pixels, prediction.masks)).save(out / f"{stem}_overlay.png")
+        row |= {
+            "height": image.pixels.shape[0],
+            "width": image.pixels.shape[1],
+            "spacing_row": image.spacing[0] if image.spacing else "",
+            "spacing_col": image.spacing[1] if image.spacing else "",
+            "area_unit": prediction.area_unit,
+        }
+        for label in prediction.masks:
+            row[f"{label}_count"] = prediction.count(label)
+            row[f"{label}_area"] = round(prediction.area(label), 2)
+        rows.append(row | {"error": ""})
+    return write_csv(out / "predictions.csv", rows), errors
+
+
+def add_predict_command(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser("predict", help="segment image files: masks, overlays and areas")
+    parser.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
+    parser.add_argument("--out", required=True, help="folder for masks, overlays and predictions.csv")
+    add_model_options(parser)
+    parser.set_defaults(command=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """0 when every input was segmented; 1 when some could not be read (each named on stderr, the rest done)."""
+    files = expand_inputs(args.inputs)
+    segmenter = Segmenter.load(args.model, precision=args.precision, tta=args.tta)
+    table, errors = predict_files(segmenter, files, Path(args.out))
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    skipped = f"; {len(errors)} skipped (see the error column)" if errors else ""
+    print(f"{len(files) - len(errors)} images segmented with {segmenter.source}{skipped}; table: {table}")
+    return 1 if errors else 0

@@ -1,0 +1,61 @@
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from conftest import EXAMPLE, dicom_slice, run
+from PIL import Image
+
+
+def test_predict_command_writes_masks_overlays_and_a_table(trained_model, tiny_slices, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in sorted(p.name for p in tiny_slices.glob("*_axial_*.png") if p.stem.count("_") == 3)[:3]:
+        shutil.copy(tiny_slices / name, inputs / name)
+    result = run(
+        ["-m", "hemseg", "predict", str(inputs), "--out", str(tmp_path / "out"), "--model", str(trained_model), "--tta"]
+    )
+    assert "3 images segmented" in result.stdout
+    with open(tmp_path / "out" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and {"hemangioma_count", "hemangioma_area", "area_unit"} <= set(rows[0])
+    for row in rows:
+        stem = os.path.basename(row["file"]).removesuffix(".png")
+        size = Image.open(row["file"]).size
+        for suffix in ("vertebral_body", "hemangioma", "overlay"):
+            assert Image.open(tmp_path / "out" / f"{stem}_{suffix}.png").size == size
+        for label in ("vertebral_body", "hemangioma"):
+            assert set(np.unique(np.asarray(Image.open(tmp_path / "out" / f"{stem}_{label}.png")))) <= {0, 255}
+
+
+def test_predict_skips_what_it_cannot_read_and_keeps_every_output(trained_model, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    shutil.copy(EXAMPLE, first / "slice.png")
+    (first / "broken.png").write_bytes(EXAMPLE.read_bytes()[:300])  # cut short, as by a failed copy
+    shutil.copy(EXAMPLE, first / "._slice.png")  # macOS metadata beside the image: not an input
+    shutil.copy(EXAMPLE, second / "slice.png")  # the same name in another folder
+    dicom_slice(second / "IM0001", np.arange(48 * 40, dtype=np.uint16).reshape(48, 40))  # scanner-style, no suffix
+    out = tmp_path / "out"
+    command = ["-m", "hemseg", "predict", str(first), str(second), "--out", str(out), "--model", str(trained_model)]
+    result = run(command, check=False)
+    assert result.returncode == 1
+    assert "3 images segmented" in result.stdout and "1 skipped" in result.stdout
+    assert f"error: {first / 'broken.png'}: " in result.stderr and "Traceback" not in result.stderr
+    with open(out / "predictions.csv") as f:
+        rows = {Path(row["file"]).relative_to(tmp_path).as_posix(): row for row in csv.DictReader(f)}
+    assert set(rows) == {"first/broken.png", "first/slice.png", "second/IM0001", "second/slice.png"}
+    assert rows["first/broken.png"]["error"] and not rows["first/broken.png"]["hemangioma_area"]
+    assert [rows[k]["output"] for k in ("first/slice.png", "second/slice.png", "second/IM0001")] == [
+        "slice",
+        "slice-2",
+        "IM0001",
+    ]
+    for row in rows.values():
+        if not row["error"]:
+            assert row["height"] and (out / f"{row['output']}_overlay.png").exists()
+    assert rows["second/IM0001"]["area_unit"] == "mm2"
+    refused = run([*command[:5], "--out", str(first / "slice.png")], check=False)  # --out names a file
+    assert refused.returncode == 2 and "slice.png" in refused.stderr and "Traceback" not in refused.stderr

@@ -1,0 +1,99 @@
+"""Recipes: the files in configs/, --set, and the settings refused with the key that is wrong."""
+
+import re
+
+import pytest
+import yaml
+from conftest import REPO
+
+from hemseg.training.augment import AugmentConfig
+from hemseg.training.recipe import Recipe, load_recipe
+
+
+def test_the_papers_recipe_file_is_the_default_and_lists_every_setting():
+    paper = REPO / "configs" / "paper.yaml"
+    assert load_recipe(paper) == Recipe()
+    given = yaml.safe_load(paper.read_text())
+    assert {section: set(keys) for section, keys in given.items()} == {
+        section: set(keys) for section, keys in Recipe().to_dict().items()
+    }
+    assert Recipe().model.base_channels == 64 and Recipe().training.lr == 1e-4 and Recipe().training.loss == "bce"
+
+
+def test_the_bundled_recipe_gives_only_what_differs():
+    bundled = load_recipe(REPO / "configs" / "bundled.yaml")
+    assert bundled.model.base_channels == 16 and bundled.model.image_size == 192 and bundled.training.crop_size == 128
+    assert bundled.validation.choose_seed_thresholds == ("hemangioma",) and bundled.augmentation.curve_p == 0.3
+    assert bundled.model.depth == 4 and bundled.augmentation.rotation_deg == 15.0  # not in the file: the defaults
+
+
+def test_a_recipe_survives_its_own_yaml(tmp_path):
+    recipe = Recipe().with_overrides(
+        ["model.labels=[hemangioma]", "training.crop_size=64", "augmentation.scale=[1, 2]"]
+    )
+    (tmp_path / "r.yaml").write_text(recipe.to_yaml())
+    assert load_recipe(tmp_path / "r.yaml") == recipe
+    assert recipe.model.labels == ("hemangioma",) and recipe.augmentation.scale == (1.0, 2.0)
+
+
+def test_overrides_read_their_values_as_yaml():
+    recipe = Recipe().with_overrides(["training.lr=1e-3", "training.crop_size=null", "augmentation.enabled=false"])
+    assert recipe.training.lr == 1e-3 and recipe.training.crop_size is None  # "1e-3" is text to YAML: read as float
+    assert recipe.augmentation.config() is None and isinstance(Recipe().augmentation.config(), AugmentConfig)
+    assert Recipe().augmentation.config() == AugmentConfig()  # what augment gets, the switch left out
+    later = Recipe().with_overrides(["training.seed=1", "training.seed=2"])
+    assert later.training.seed == 2  # in order: the last one wins
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("lr=3e-4", "write section.key=value"),
+        ("optimiser.lr=1", "unknown section: 'optimiser'"),
+        ("training.learning_rate=1", "unknown key in 'training': 'learning_rate'"),
+        ("training.lr=fast", "training.lr must be float"),
+        ("training.epochs=2.5", "training.epochs must be int"),
+        ("training.channels_last=1", "training.channels_last must be bool"),
+        ("augmentation.scale=[1]", "augmentation.scale must be a list of 2 values"),
+        ("model.labels=hemangioma", "model.labels must be a list"),
+        ("model.labels=[]", "model.labels must name at least one label"),
+        ("model.image_size=8", "model.image_size must be at least 16"),
+        ("training.crop_size=100", "training.crop_size must be a multiple of 16 between 16 and model.image_size"),
+        ("training.crop_size=256", "training.crop_size must be a multiple of 16"),
+        ("training.batch_size=0", "training.batch_size must be at least 1"),
+        ("training.lr=-1e-4", "training.lr must be 0 or more"),
+        ("training.loss=dice", "training.loss must be one of bce, bce+dice"),
+        ("augmentation.noise_std=[0, -0.1]", "augmentation.noise_std must be 0 or more"),
+        ("augmentation.curve_p=1.5", "augmentation.curve_p must be between 0 and 1"),
+        ("augmentation.blur_p=-1", "augmentation.blur_p must be between 0 and 1"),
+        ("validation.select_by=f1", "validation.select_by must be one of pooled_dice, dice_fg"),
+        ("validation.noise=-1", "validation.noise must be 0 or more"),
+        ("validation.select_by=dice_fg_clean_and_noisy", "needs validation.noise above 0"),
+        ("validation.choose_seed_thresholds=[spine]", "names ['spine'], which model.labels does not"),
+        ("checkpoints.every=0", "checkpoints.every must be at least 1"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_by_name(assignment, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Recipe().with_overrides([assignment])
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model: [unclosed", "not a YAML file"),
+        ("- model\n", "a recipe is a mapping of sections"),
+        ("model:\n  base_chanels: 8\n", "unknown key in 'model': 'base_chanels'"),
+    ],
+)
+def test_a_file_that_is_not_a_recipe_is_named(tmp_path, text, message):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"mine.yaml: {re.escape(message)}"):
+        load_recipe(path)
+
+
+def test_an_empty_recipe_file_is_the_default(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# every setting at its default\n")
+    assert load_recipe(empty) == Recipe()
