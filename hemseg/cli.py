@@ -6,12 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from hemseg import __version__
 from hemseg.data.prepare import add_prepare_command
 from hemseg.evaluation.evaluate import add_evaluate_command
 from hemseg.inference.predict import add_predict_command
 from hemseg.lab.cli import add_lab_commands
 from hemseg.training.run import add_train_command
+from hemseg.version import __version__
 
 Command = Callable[[argparse.Namespace], int]
 

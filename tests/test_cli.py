@@ -15,7 +15,7 @@ def test_help_lists_the_users_commands_and_the_lab_apart():
         assert f"    {tool}" not in result.stdout.split("lab ")[0]  # no lab tool among the user's commands
     lab = run(["-m", "hemseg", "lab"]).stdout  # the group alone lists its tools
     assert all(tool in lab for tool in ("bench", "calibrate", "ceilings", "compare", "robustness"))
-    assert run(["-m", "hemseg.lab", "compare", "--help"]).stdout.startswith("usage: hemseg lab compare")
+    assert run(["-m", "hemseg", "lab", "compare", "--help"]).stdout.startswith("usage: hemseg lab compare")
 
 
 def test_the_installed_command_is_the_same_command_line():

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hemseg import __version__
 from hemseg.data.simulate import SIMULATOR_VERSION, SimulatorConfig, insert_hemangiomas
 from hemseg.data.volumes import PLANE_AXIS, PLANES, cut, find_volumes, plane_spacing, read_volume, source_of
 from hemseg.files import atomic_folder, write_csv
+from hemseg.version import __version__
 
 LABELS = ("vertebral_body", "hemangioma")
 MANIFEST_COLUMNS = (

@@ -184,6 +184,8 @@ def add_bench_command(subcommands: argparse._SubParsersAction) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
+    if not EXAMPLE.exists():
+        raise FileNotFoundError(f"{EXAMPLE}: the bench times this example slice of a clone's examples/ folder")
     if args.variant:
         print(json.dumps(measure(args.variant, device, args.quick)))
         return 0

@@ -26,7 +26,10 @@ def comparison_table(runs: list[str]) -> str:
     rows = []
     labels: list[str] = []
     for run in map(Path, runs):
-        recipe = Recipe.from_dict(json.loads((run / RUN_FILE).read_text())["recipe"])
+        settings = json.loads((run / RUN_FILE).read_text())
+        if "recipe" not in settings:
+            raise ValueError(f"{run / RUN_FILE} is from a run made before recipes; compare reads runs made since")
+        recipe = Recipe.from_dict(settings["recipe"])
         model, training = recipe.model, recipe.training
         labels = list(model.labels)
         log = read_log(run / "training_log.csv")

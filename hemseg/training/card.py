@@ -105,9 +105,8 @@ def augmentation_note(recipe: Recipe) -> str:
     return f"augmentation on (noise sd up to {aug.noise_std[1]:g}{curves}{blur if aug.blur_p else ''})"
 
 
-def training_note(run: dict[str, Any]) -> str:
+def training_note(run: dict[str, Any], recipe: Recipe) -> str:
     """One paragraph: the network, optimiser, loss, batch, augmentation, seed and the best epoch."""
-    recipe = Recipe.from_dict(run["recipe"])
     model, training, validation = recipe.model, recipe.training, recipe.validation
     first, last = run["lr"]
     lr = f"{first:g}" + (f" (epoch 1) to {last:g} (halved when validation stalled)" if last != first else "")
@@ -140,7 +139,8 @@ def write_model_card(folder: Path, run: dict[str, Any], model_name: str) -> Path
     split = list(summaries)[-1]
     info = run.get("data_info")
     dataset_name = info["name"] if info else Path(str(run["data"])).name
-    size = Recipe.from_dict(run["recipe"]).model.image_size
+    recipe = Recipe.from_dict(run["recipe"])
+    size = recipe.model.image_size
     data = ModelCardData(
         model_name=model_name,
         library_name="hemseg",
@@ -179,7 +179,7 @@ Vertebral-body scores are against **real** masks; hemangioma scores are against 
 
 ## Training
 
-{training_note(run)}
+{training_note(run, recipe)}
 
 Made with (each command that trained it, in order; later ones resumed the run):
 
@@ -190,7 +190,7 @@ Made with (each command that trained it, in order; later ones resumed the run):
 The whole recipe (`--recipe` takes this file):
 
 ```yaml
-{Recipe.from_dict(run["recipe"]).to_yaml().rstrip()}
+{recipe.to_yaml().rstrip()}
 ```
 
 {notes}## Intended use and limits

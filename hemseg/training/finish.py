@@ -78,6 +78,7 @@ def finish(
             lr=[lrs[0], lrs[-1]],
             recipe=recipe.to_dict(),
         )
-        (tmp / "metrics.json").write_text(json.dumps(json_ready(metrics), indent=1))
-        write_model_card(tmp, metrics, model_name=output_dir.name)
+        recorded = json_ready(metrics)
+        (tmp / "metrics.json").write_text(json.dumps(recorded, indent=1))
+        write_model_card(tmp, recorded, model_name=output_dir.name)  # from what metrics.json holds
     print(f"model folder written: {output_dir} (evaluated and written in {time.perf_counter() - started:.0f} s)")

@@ -60,6 +60,7 @@ def launch_command(accelerator: Accelerator) -> str:
     return " ".join(parts)
 
 
-def command_line(argv: list[str], launcher: str) -> str:
-    """The whole command of a run: ``launcher`` (``launch_command``), then train.py and its arguments."""
-    return f"{launcher} train.py {shlex.join(argv)}"
+def command_line(argv: list[str], launcher: str, program: str = "train.py") -> str:
+    """The whole command of a run: ``launcher`` (``launch_command``), then the program (``train.py``, or ``-m hemseg
+    train``, which an installed hemseg runs too) and its arguments."""
+    return f"{launcher} {program} {shlex.join(argv)}"

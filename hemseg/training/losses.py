@@ -28,10 +28,13 @@ def soft_dice_loss(
     return terms.sum() / has_truth.sum().clamp(min=1)
 
 
+LOSSES = ("bce", "bce+dice")
+
+
 def make_loss(name: str, per_sample: bool = False):
     """``bce`` (the paper's binary cross-entropy) or ``bce+dice``; a scalar for the batch, or with ``per_sample``
     each sample's own loss, shape (N,) (what that sample alone would give)."""
-    if name not in ("bce", "bce+dice"):
+    if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}: choose bce or bce+dice")
 
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

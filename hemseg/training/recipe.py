@@ -18,9 +18,8 @@ from typing import Any
 import yaml
 
 from hemseg.training.augment import AugmentConfig
-from hemseg.training.state import NOISY_SELECTIONS, SELECTION_SCORES
-
-LOSSES = ("bce", "bce+dice")
+from hemseg.training.losses import LOSSES
+from hemseg.training.state import DEFAULT_SELECTION, NOISY_SELECTIONS, SELECTION_SCORES
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class AugmentationSettings(AugmentConfig):
 class ValidationSettings:
     """How each epoch is scored and the best one chosen."""
 
-    select_by: str = "pooled_dice"  # or dice_fg, dice_fg_clean_and_noisy (hemseg.training.state.SELECTION_SCORES)
+    select_by: str = DEFAULT_SELECTION  # or dice_fg, dice_fg_clean_and_noisy (hemseg.training.state.SELECTION_SCORES)
     noise: float = 0.0  # also validate with Gaussian noise of this sd added (noisyval_* columns)
     choose_seed_thresholds: tuple[str, ...] = ()  # labels whose seed threshold is chosen on the validation cases
 

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -68,9 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True, help="model folder to create")
     for name, kind in TRAINING_FLAGS.items():
         flag = "--" + name.replace("_", "-")
-        parser.add_argument(
-            flag, type=kind, help=f"the recipe's training.{name}" + (" (per process)" * (name == "batch_size"))
-        )
+        per_process = " (per process)" if name == "batch_size" else ""
+        parser.add_argument(flag, type=kind, help=f"the recipe's training.{name}{per_process}")
     parser.add_argument("--init-from", help="start from this model's weights (folder or Hub id); same architecture")
     parser.add_argument("--resume-from-checkpoint", help="a checkpoint folder, or 'latest'")
     parser.add_argument("--push-to-hub", action="store_true")
@@ -86,13 +86,15 @@ def add_train_command(subcommands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    parser.set_defaults(command=train)
+    parser.set_defaults(command=train, program="-m hemseg train")
 
 
 def invocation(args: argparse.Namespace) -> list[str]:
-    """The arguments of this invocation, rebuilt from ``args`` in one order: `train.py` or `hemseg train` alike."""
-    words = [word for assignment in args.set for word in ("--set", assignment)]
-    for name in ("recipe", "data", "output_dir", *TRAINING_FLAGS, "init_from", "resume_from_checkpoint"):
+    """The arguments of this invocation, rebuilt from ``args`` in one order (--recipe, --set, the rest), so that
+    `train.py` and `hemseg train` record a run alike."""
+    words = ["--recipe", args.recipe] if args.recipe else []
+    words += [word for assignment in args.set for word in ("--set", assignment)]
+    for name in ("data", "output_dir", *TRAINING_FLAGS, "init_from", "resume_from_checkpoint"):
         if getattr(args, name) is not None:
             words += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     if args.push_to_hub:
@@ -106,11 +108,15 @@ def resolve_recipe(args: argparse.Namespace, work_dir: Path) -> Recipe:
     if args.recipe:
         recipe = load_recipe(args.recipe)
     elif args.resume_from_checkpoint and recorded.exists():
-        recipe = Recipe.from_dict(json.loads(recorded.read_text())["recipe"])
+        run = json.loads(recorded.read_text())
+        if "recipe" not in run:
+            raise ValueError(f"{recorded} is from a run made before recipes: resume it with --recipe FILE")
+        recipe = Recipe.from_dict(run["recipe"])
     else:
         recipe = Recipe()
-    flags = [f"training.{name}={getattr(args, name)}" for name in TRAINING_FLAGS if getattr(args, name) is not None]
-    return recipe.with_overrides([*args.set, *flags])
+    recipe = recipe.with_overrides(args.set)
+    flags = {name: getattr(args, name) for name in TRAINING_FLAGS if getattr(args, name) is not None}
+    return replace(recipe, training=replace(recipe.training, **flags)).checked()
 
 
 def initial_model(recipe: Recipe, init_from: str | None, say) -> UNet:
@@ -127,7 +133,7 @@ def initial_model(recipe: Recipe, init_from: str | None, say) -> UNet:
     if start.labels != labels:  # same shapes, but each output channel would start as another label's
         raise ValueError(
             f"--init-from {init_from} predicts the labels {start.labels} in this order, but the recipe gives {labels}; "
-            f"to fine-tune it, --set model.labels=[{','.join(start.labels)}]"
+            f"to fine-tune it, --set 'model.labels=[{','.join(start.labels)}]'"
         )
     try:
         model.load_state_dict(start.state_dict())
@@ -184,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(parser)
+    parser.set_defaults(program="train.py")
     return train(parser.parse_args(argv))
 
 
@@ -212,10 +219,6 @@ def train(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"{args.data} has no masks for {missing}; it has {label_names(dataset)}")
     model = initial_model(recipe, args.init_from, accelerator.print)
-    if accelerator.is_main_process:  # what this run trains, for people, for resumes and for `hemseg lab compare`
-        work_dir.mkdir(parents=True, exist_ok=True)
-        run = {"recipe": recipe.to_dict(), "data": args.data, "init_from": args.init_from, "argv": invocation(args)}
-        (work_dir / RUN_FILE).write_text(json.dumps(run, indent=1))
     data = resident_slices(dataset, recipe, accelerator, started)
     train_idx, val_idx = split_indices(data, recipe, args.data)
     cuda = accelerator.device.type == "cuda"
@@ -234,8 +237,11 @@ def train(args: argparse.Namespace) -> int:
     accelerator.register_for_checkpointing(scheduler, state)
     if args.resume_from_checkpoint:
         resume(accelerator, args.resume_from_checkpoint, work_dir, state, scheduler, recipe)
-    if accelerator.is_main_process:
-        command = command_line(invocation(args), launch_command(accelerator))
+    if accelerator.is_main_process:  # once the run is under way: for people, resumes and `hemseg lab compare`
+        work_dir.mkdir(parents=True, exist_ok=True)
+        run = {"recipe": recipe.to_dict(), "data": args.data, "init_from": args.init_from, "argv": invocation(args)}
+        (work_dir / RUN_FILE).write_text(json.dumps(run, indent=1))
+        command = command_line(invocation(args), launch_command(accelerator), args.program)
         record_invocation(work_dir, command, args.resume_from_checkpoint)
 
     # Train, validate, log and checkpoint each epoch; stop early when validation stalls
@@ -316,7 +322,8 @@ def split_indices(data: SliceTensors, recipe: Recipe, name: str) -> tuple[torch.
     if unseen and "dice_fg" in select_by:  # its score would be NaN every epoch, and no epoch would be best
         raise ValueError(
             f"validation.select_by {select_by} averages the validation slices that show each label, and no "
-            f"validation slice of {name} shows {unseen}; choose the epoch by pooled_dice"
+            f"validation slice of {name} shows {unseen}; choose the epoch by pooled Dice: "
+            "--set validation.select_by=pooled_dice"
         )
     return train_idx, val_idx
 
@@ -355,6 +362,6 @@ def cli(argv: list[str] | None = None) -> int:
     """``main`` with bad input (a missing folder, a recipe that cannot work) said in one line, no traceback."""
     try:
         return main(argv)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

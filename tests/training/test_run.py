@@ -1,3 +1,4 @@
+import argparse
 import csv
 import json
 import re
@@ -23,6 +24,7 @@ from hemseg.speed import cpu_cores
 from hemseg.training.loop import slice_noise, validate, with_slice_noise
 from hemseg.training.losses import make_loss
 from hemseg.training.recipe import Recipe
+from hemseg.training.run import add_arguments, invocation, resolve_recipe
 from hemseg.training.state import epoch_metrics
 from hemseg.training.tensors import load_tensors
 
@@ -188,7 +190,7 @@ def test_interrupted_run_resumes_at_the_right_epoch(tmp_path, tiny_slices):
     # The card gives both commands, in order: the resume's alone would not remake the run.
     first, then = json.loads((out / "metrics.json").read_text())["commands"]
     assert "--epochs 50" in first and "--resume-from-checkpoint" not in first
-    assert "--resume-from-checkpoint latest" in then and f"{first}\n{then}" in (out / "README.md").read_text()
+    assert then.endswith("--resume-from-checkpoint latest") and f"{first}\n{then}" in (out / "README.md").read_text()
 
 
 @pytest.mark.slow
@@ -226,6 +228,9 @@ def test_best_epoch_by_dice_fg_and_a_new_choice_on_resume(tmp_path, tiny_slices)
     # Switching back with no epoch left to choose from would call an epoch best that no score chose.
     refused = run_train([*resume, "--epochs", "4", "--set", "validation.select_by=dice_fg"], check=False)
     assert refused.returncode == 2 and "resume with --epochs above the 4 already done" in refused.stderr
+    # The refused settings were not recorded: a resume that names none goes on with the run's own.
+    recorded = json.loads((tmp_path / "fg-checkpoints" / "run.json").read_text())["recipe"]
+    assert recorded["validation"]["select_by"] == "pooled_dice"
     # Chosen on clean and noisy validation slices: the log gains the noisy columns, empty for the earlier epochs.
     noisy = [*resume, "--epochs", "5", "--set", "validation.select_by=dice_fg_clean_and_noisy"]
     noisy += ["--set", "validation.noise=0.1", "--set", "augmentation.curve_p=0.3", "--set", "augmentation.blur_p=0.5"]
@@ -303,7 +308,7 @@ def test_bad_data_is_explained(tmp_path, tiny_slices):
     blur = ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--set", "augmentation.blur_p=-1"]
     result = run_train(blur, check=False)
     assert result.returncode == 2 and "augmentation.blur_p must be between 0 and 1" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o-checkpoints").exists()
     # A set that would not fit in memory once preprocessed (here 17 GB a slice) is refused before it is filled.
     huge = ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--set", "model.image_size=65536"]
     result = run_train(huge, check=False)
@@ -355,6 +360,8 @@ def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, t
             "--set",
             "augmentation.enabled=false",
             "--set",
+            "training.crop_size=64",  # augmentation off still cuts the windows
+            "--set",
             "training.channels_last=true",
         ]
     )
@@ -382,7 +389,7 @@ def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, t
     assert wrong.returncode == 2 and "do not fit" in wrong.stderr
     swapped = [*one_epoch(tiny_slices, tmp_path / "swapped"), "--init-from", str(trained_model)]
     refused = run_train([*swapped, "--set", "model.labels=[hemangioma,vertebral_body]"], check=False)
-    assert refused.returncode == 2 and "--set model.labels=[vertebral_body,hemangioma]" in refused.stderr
+    assert refused.returncode == 2 and "--set 'model.labels=[vertebral_body,hemangioma]'" in refused.stderr
 
 
 def test_the_papers_binary_setup_with_the_dice_loss(tmp_path, tiny_slices):
@@ -394,3 +401,37 @@ def test_the_papers_binary_setup_with_the_dice_loss(tmp_path, tiny_slices):
     assert set(metrics["test"]) == {"hemangioma"} and not any("vertebral_body" in key for key in read_log(out)[0])
     assert "val_hemangioma_all_dice" in read_log(out)[0]
     assert "loss bce+dice, batch 8 per process" in (out / "README.md").read_text()  # the training note
+
+
+def arguments(*words: str):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(["--data", "d", "--output-dir", "o", *words])
+
+
+def test_the_recipe_comes_from_the_file_or_the_resumed_run_then_set_then_the_flags(tmp_path):
+    assert resolve_recipe(arguments(), tmp_path) == Recipe()
+    bundled = REPO / "configs" / "bundled.yaml"
+    recipe = resolve_recipe(arguments("--recipe", str(bundled), "--set", "training.lr=1", "--lr", "0.5"), tmp_path)
+    assert recipe.model.base_channels == 16 and recipe.training.lr == 0.5  # the flag after --set
+    recorded = Recipe().with_overrides(["model.depth=3", "training.epochs=4"])
+    (tmp_path / "run.json").write_text(json.dumps({"recipe": recorded.to_dict()}))
+    resumed = resolve_recipe(arguments("--resume-from-checkpoint", "latest", "--epochs", "6"), tmp_path)
+    assert resumed.model.depth == 3 and resumed.training.epochs == 6  # the run's own recipe, one flag changed
+    assert resolve_recipe(arguments("--epochs", "6"), tmp_path).model.depth == 4  # a fresh run: not the old one's
+    replaced = resolve_recipe(arguments("--resume-from-checkpoint", "latest", "--recipe", str(bundled)), tmp_path)
+    assert replaced.model.base_channels == 16 and replaced.model.depth == 4
+    with pytest.raises(ValueError, match="training.batch_size must be at least 1"):
+        resolve_recipe(arguments("--batch-size", "0"), tmp_path)  # the flags are checked like the recipe
+    (tmp_path / "run.json").write_text(json.dumps({"labels": "vertebral_body", "base_channels": 16}))
+    with pytest.raises(ValueError, match="from a run made before recipes: resume it with --recipe"):
+        resolve_recipe(arguments("--resume-from-checkpoint", "latest"), tmp_path)
+
+
+def test_an_invocation_is_recorded_in_one_order_whatever_order_it_was_typed_in():
+    typed = arguments("--lr", "3e-4", "--set", "model.depth=3", "--recipe", "r.yaml", "--push-to-hub")
+    typed.hub_model_id, typed.private = "me/model", True
+    assert invocation(typed) == [
+        *("--recipe", "r.yaml", "--set", "model.depth=3", "--data", "d", "--output-dir", "o", "--lr", "0.0003"),
+        *("--push-to-hub", "--hub-model-id", "me/model", "--private"),
+    ]
