@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_command(subcommands)
     add_evaluate_command(subcommands)
     lab = subcommands.add_parser(
-        "lab", help="tools for research on the models: bench, calibrate, ceilings, compare, robustness"
+        "lab", help="tools for research on the models: bench, calibrate, ceilings, compare, robustness, scale"
     )
     add_lab_commands(lab)
     return parser

@@ -276,17 +276,19 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def confusion_counts(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def confusion_counts(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Batched pixel counts for training: (B, C, H, W) binary tensors -> (B, C, 4) int64 [tp, fp, fn, tn].
 
-    Stays on the tensors' device; counts from several processes can be gathered or summed.
+    ``valid`` (same shape, nonzero where scored) leaves the other pixels out of every count. Stays on the tensors'
+    device; counts from several processes can be gathered or summed.
     """
     p, g = pred.bool(), target.bool()
+    scored = torch.ones_like(p) if valid is None else valid.bool()
     dims = (-2, -1)
-    tp = (p & g).sum(dims)
-    fp = (p & ~g).sum(dims)
-    fn = (~p & g).sum(dims)
-    tn = (~p & ~g).sum(dims)
+    tp = (p & g & scored).sum(dims)
+    fp = (p & ~g & scored).sum(dims)
+    fn = (~p & g & scored).sum(dims)
+    tn = (~p & ~g & scored).sum(dims)
     return torch.stack([tp, fp, fn, tn], dim=-1)
 
 

@@ -1,4 +1,10 @@
-"""Preprocessing shared by training, evaluation, prediction and the app."""
+"""Preprocessing shared by training, evaluation, prediction and the app: the contract a model's config.json carries.
+
+Two fits. ``pad-to-square`` (the paper's): the slice is padded to a square and resized to ``size``, so its scale
+follows its field of view. ``spacing``: the slice is resampled to the model's own pixel size, ``spacing_mm``, so a
+vertebra has the same size in pixels whatever the field of view, the matrix or a reader's crop; the network then
+runs over the whole slice (``pad_to_multiple``), and the result is resampled back to the input's pixels.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {
     "percentiles": [0.5, 99.5],
     "fit": "pad-to-square",
 }
+# The physical contract's settings beside the shared ones; ``spacing_mm`` comes from the recipe.
+SPACING_FIT = {"fit": "spacing", "tile": 512}
 
 
 def normalize_intensity(image: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
@@ -82,14 +90,51 @@ def finite_or_background(x: np.ndarray) -> np.ndarray:
     return np.where(finite, x, x[finite].min())
 
 
-def preprocess(image: np.ndarray | torch.Tensor, preprocessing: dict[str, Any] | None = None) -> torch.Tensor:
+def physical(preprocessing: dict[str, Any]) -> bool:
+    """Whether a contract puts slices at the model's pixel size (``fit: spacing``) rather than on a square grid."""
+    return preprocessing.get("fit") == "spacing"
+
+
+def to_spacing(x: torch.Tensor, spacing: tuple[float, float], target_mm: float, mode: str = "bilinear") -> torch.Tensor:
+    """Resample a (N, C, H, W) batch of pixel size ``spacing`` (row, column mm) to ``target_mm`` pixels.
+
+    Anti-aliased when it shrinks; ``mode="nearest"`` for masks. A size that rounds to the same stays untouched.
+    """
+    h, w = x.shape[-2:]
+    size = (max(1, round(h * spacing[0] / target_mm)), max(1, round(w * spacing[1] / target_mm)))
+    if size == (h, w):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest-exact")
+    return F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, slice]]:
+    """``x`` zero-padded, centred, to a multiple of ``multiple`` on each side (the U-Net's poolings), and where
+    the input lies in it."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    top, left = pad_h // 2, pad_w // 2
+    padded = F.pad(x, [left, pad_w - left, top, pad_h - top]) if pad_h or pad_w else x
+    return padded, (slice(top, top + h), slice(left, left + w))
+
+
+def preprocess(
+    image: np.ndarray | torch.Tensor,
+    preprocessing: dict[str, Any] | None = None,
+    spacing: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """Turn one 2D grayscale image of any size and dtype into the model's (1, 1, H, W) float input.
 
-    Intensities are scaled by their own percentiles, then the image is padded to a square and resized
-    (``to_model_grid``). NaN and infinite pixels (outside the field of view of a resampled NIfTI, say) become the
-    lowest finite value, as background. Raises ValueError for an image that is not 2D or has no finite value.
+    Intensities are scaled by their own percentiles; then the image is padded to a square and resized
+    (``to_model_grid``), or, for a physical contract, resampled from its pixel size ``spacing`` (row, column mm) to
+    the model's (``to_spacing``). NaN and infinite pixels (outside the field of view of a resampled NIfTI, say)
+    become the lowest finite value, as background. Raises ValueError for an image that is not 2D or has no finite
+    value, and for a physical contract without a pixel size.
     """
     settings = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
+    if physical(settings) and spacing is None:
+        raise ValueError("this model works at a fixed pixel size in mm: give the image's pixel size")
     if settings["normalization"] != "percentile":
         raise ValueError(f"unknown intensity normalization {settings['normalization']!r}")
     x = image.numpy(force=True) if isinstance(image, torch.Tensor) else np.asarray(image)
@@ -97,5 +142,7 @@ def preprocess(image: np.ndarray | torch.Tensor, preprocessing: dict[str, Any] |
     if x.ndim != 2:
         raise ValueError(f"expected one 2D grayscale image, got an array of shape {tuple(x.shape)}")
     x = finite_or_background(x)
-    x = torch.from_numpy(normalize_intensity(x, tuple(settings["percentiles"])))
-    return to_model_grid(x[None, None], tuple(settings["size"]))
+    x = torch.from_numpy(normalize_intensity(x, tuple(settings["percentiles"])))[None, None]
+    if physical(settings):
+        return to_spacing(x, spacing, settings["spacing_mm"])
+    return to_model_grid(x, tuple(settings["size"]))

@@ -13,7 +13,7 @@ mkdir -p "$runs"
 export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}
 for depth in 3 4 5; do
   accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no train.py \
-    --recipe configs/bundled.yaml --data "$data" --output-dir "$runs/unet16-depth$depth" --set model.depth="$depth" \
+    --recipe configs/bundled-v1.yaml --data "$data" --output-dir "$runs/unet16-depth$depth" --set model.depth="$depth" \
     --set augmentation.curve_p=0 --set validation.noise=0 --set validation.select_by=pooled_dice \
     --set 'validation.choose_seed_thresholds=[]' --set training.patience="$epochs" --lr 1e-3 --epochs "$epochs" \
     --seed 0 > "$runs/unet16-depth$depth.log" 2>&1

@@ -17,7 +17,7 @@ train() {  # name mixed_precision dynamo_backend seed
   [ -f "$out/$1/metrics.json" ] && return
   local start=$SECONDS
   accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision "$2" --dynamo_backend "$3" \
-    train.py --recipe configs/bundled.yaml --data "$data" --output-dir "$out/$1" --set augmentation.curve_p=0 \
+    train.py --recipe configs/bundled-v1.yaml --data "$data" --output-dir "$out/$1" --set augmentation.curve_p=0 \
     --set validation.noise=0 --set validation.select_by=pooled_dice --set 'validation.choose_seed_thresholds=[]' \
     --lr 1.5e-4 --epochs 2 --seed "$4" --init-from hemseg/bundled_model > "$out/$1.log" 2>&1
   echo "$1: trained and evaluated in $((SECONDS - start)) s"

@@ -24,7 +24,7 @@
 #      training_curves.png} hemseg/bundled_model/
 #
 # Steps 1-4 ran when the augmentation's noise reached sd 0.05 (the default is now 0.1), hence noise05. Steps 5-7 are
-# configs/bundled.yaml (step 7's recipe) with what differed.
+# configs/bundled-v1.yaml (step 7's recipe) with what differed.
 set -euo pipefail
 data=${1:-build/spine-slices}
 data_t4=${2:-build/spine-slices-t4}
@@ -60,7 +60,7 @@ print(m["selected_by"], m["epochs_run"])' "$runs/hemseg-unet16/metrics.json")
   --resume-from-checkpoint latest
 
 # Steps 5-7: the noise and the contrasts bundled model 4 could not take (python -m hemseg lab robustness).
-step5=(--recipe configs/bundled.yaml --data "$data_a4" --lr 7.5e-5 --seed 6 --set augmentation.curve_p=0)
+step5=(--recipe configs/bundled-v1.yaml --data "$data_a4" --lr 7.5e-5 --seed 6 --set augmentation.curve_p=0)
 [ -f "$runs/hemseg-unet16-noise/metrics.json" ] || "${launch[@]}" "${step5[@]}" --output-dir "$runs/hemseg-unet16-noise" \
   --epochs 6 --set validation.noise=0 --set validation.select_by=dice_fg --init-from "$runs/hemseg-unet16" \
   $(resume "$runs/hemseg-unet16-noise")
@@ -72,5 +72,5 @@ if [ ! -d "$noise2/checkpoints" ]; then
 fi
 [ -f "$runs/hemseg-unet16-noise2/metrics.json" ] || "${launch[@]}" "${step5[@]}" \
   --output-dir "$runs/hemseg-unet16-noise2" --epochs 10 --init-from "$runs/hemseg-unet16" --resume-from-checkpoint latest
-[ -f "$runs/hemseg-unet16-curves/metrics.json" ] || "${launch[@]}" --recipe configs/bundled.yaml --data "$data_a4" \
+[ -f "$runs/hemseg-unet16-curves/metrics.json" ] || "${launch[@]}" --recipe configs/bundled-v1.yaml --data "$data_a4" \
   --output-dir "$runs/hemseg-unet16-curves" --init-from "$runs/hemseg-unet16-noise2" $(resume "$runs/hemseg-unet16-curves")

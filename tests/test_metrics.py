@@ -270,3 +270,14 @@ def test_contrast_to_noise_edge_cases():
     assert math.isnan(contrast_to_noise(np.ones((4, 4)), np.ones((4, 4), bool)))  # nothing around it
     with pytest.raises(ValueError, match="differ in size"):
         contrast_to_noise(np.ones((5, 5)), mask)
+
+
+def test_confusion_counts_leave_out_the_pixels_not_scored():
+    pred = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    target = torch.zeros_like(pred)
+    pred[..., 0, :] = True  # a false alarm on the first row ...
+    target[..., 3, 0] = True  # ... and a miss on the last
+    valid = torch.ones_like(pred)
+    valid[..., 0, :] = False  # the first row is not scored
+    assert confusion_counts(pred, target)[0, 0].tolist() == [0, 4, 1, 11]
+    assert confusion_counts(pred, target, valid)[0, 0].tolist() == [0, 0, 1, 11]

@@ -2,7 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from hemseg.preprocessing import content_box, from_model_grid, normalize_intensity, preprocess, to_model_grid
+from hemseg.preprocessing import (
+    DEFAULT_PREPROCESSING,
+    SPACING_FIT,
+    content_box,
+    from_model_grid,
+    normalize_intensity,
+    pad_to_multiple,
+    preprocess,
+    to_model_grid,
+    to_spacing,
+)
 
 
 def test_preprocess_gives_the_model_input():
@@ -62,3 +72,30 @@ def test_content_box_covers_the_image_and_skips_padding(shape):
     inside[rows, cols] = True
     assert not (grid & ~inside).any()  # every image pixel is inside the box
     assert inside.sum() <= grid.sum() + 2 * 16 * 192 + 4 * 192  # and little else
+
+
+PHYSICAL = {**DEFAULT_PREPROCESSING, **SPACING_FIT, "spacing_mm": 1.25}
+
+
+def test_the_physical_contract_puts_a_slice_at_the_model_pixel_size_whatever_its_own():
+    image = np.zeros((200, 100), np.uint8)
+    image[50:150, 25:75] = 200  # a 100 x 50 mm body at 1 mm pixels
+    at_1mm = preprocess(image, PHYSICAL, (1.0, 1.0))
+    assert at_1mm.shape == (1, 1, 160, 80)  # 200 x 100 mm at 1.25 mm pixels
+    # The same anatomy as a coarser matrix (2 x 0.5 mm pixels) lands on the same pixels.
+    other = np.repeat(image[::2], 1, axis=0).repeat(2, axis=1)
+    at_other = preprocess(other, PHYSICAL, (2.0, 0.5))
+    assert at_other.shape == at_1mm.shape
+    assert ((at_other > 0.5) == (at_1mm > 0.5)).float().mean() > 0.98
+    with pytest.raises(ValueError, match="give the image's pixel size"):
+        preprocess(image, PHYSICAL)
+
+
+def test_padding_to_a_multiple_centres_the_slice_and_says_where():
+    x = torch.ones(1, 1, 37, 64)
+    padded, (rows, cols) = pad_to_multiple(x, 16)
+    assert padded.shape == (1, 1, 48, 64) and (rows, cols) == (slice(5, 42), slice(0, 64))
+    assert padded[..., rows, cols].equal(x) and padded.sum() == x.sum()
+    masks = torch.zeros(1, 1, 10, 10)
+    masks[..., 2:4, 2:4] = 1
+    assert set(to_spacing(masks, (1.0, 1.0), 0.5, mode="nearest").unique().tolist()) == {0.0, 1.0}

@@ -25,12 +25,14 @@ from hemseg.app.results import (
     write_downloads,
 )
 from hemseg.app.uploads import choose_slice, open_upload
-from hemseg.data.volumes import NIFTI_SUFFIXES, PLANE_AXIS, PLANES, Volume, cut, file_stem, uncut
+from hemseg.data.volumes import NIFTI_SUFFIXES, PLANE_AXIS, PLANES, Volume, cut, file_stem, plane_spacing, uncut
 from hemseg.evaluation.evaluate import markdown_table
 from hemseg.inference.segmenter import Segmenter
 from hemseg.preprocessing import finite_or_background
 
 EXAMPLES = Path(__file__).parents[2] / "examples"  # in a clone and in the Space; an installed package has none
+EXAMPLE_PIXEL_MM = 1.0  # examples/manifest.csv: the PNGs keep no pixel size of their own
+SOURCES = {"file": "from the file", "given": "as given", "estimated": "estimated by the model"}
 NOTICE = (
     "**Research use only. Not a medical device; not for diagnosis.** The models were trained and scored on real "
     "lumbar spine MRI with **simulated** hemangiomas. Uploads and results are deleted from the server after an hour."
@@ -53,15 +55,18 @@ class App:
         opacity: float = 0.45,
         outline: bool = False,
         truth: str | None = None,
+        pixel_size: float | None = None,
     ):
         """Segment the upload; return overlay, before/after pair, lesion table, model table, truth metrics,
-        error map, downloads, a summary and the state for redrawing."""
+        error map, downloads, a summary and the state for redrawing. ``pixel_size`` (mm; None or 0: the file's, or
+        the model's estimate) overrides what the file says."""
         upload = open_upload(file)
         if isinstance(upload, Volume):
             upload = choose_slice(upload, "sagittal" if plane == "auto" else plane, int(slice_index))
         plane_used = upload.plane or (None if plane == "auto" else plane)
+        given = (float(pixel_size),) * 2 if pixel_size else None
         try:
-            prediction = self.segmenter.predict(upload)
+            prediction = self.segmenter.predict(upload, given)
         except ValueError as err:
             raise gr.Error(str(err)) from err
         result = Result(np.asarray(upload.pixels), prediction, plane_used, upload.name, upload.window)
@@ -75,14 +80,20 @@ class App:
         downloads = write_downloads(result, prediction, rows)
         plane = result.plane or "unknown (choose one for the metrics table)"
         area_unit = "mm²" if prediction.spacing else "px² (no pixel spacing in the file)"
+        size = (
+            f"; pixel size {prediction.spacing[0]:.3g} x {prediction.spacing[1]:.3g} mm "
+            f"({SOURCES[prediction.spacing_source]})"
+            if prediction.spacing
+            else ""
+        )
         seed = prediction.seeds.get(LESION)
         kept = f" (a lesion is kept where some pixel reaches {seed:g})" if seed and seed > threshold else ""
         summary = (
             f"**{result.name}**: plane {plane}; {len(rows)} lesion(s); hemangioma area "
-            f"{prediction.area(LESION):.1f} {area_unit}; threshold {threshold:.2f}{kept}; "
+            f"{prediction.area(LESION):.1f} {area_unit}{size}; threshold {threshold:.2f}{kept}; "
             f"model {self.segmenter.source}."
             if LESION in prediction.masks
-            else f"**{result.name}**: plane {plane}; model {self.segmenter.source}."
+            else f"**{result.name}**: plane {plane}{size}; model {self.segmenter.source}."
         )
         if truth_note:
             summary += f"\n\n**{truth_note}**"
@@ -137,7 +148,9 @@ class App:
         try:
             # A slab outside the field of view is background, as in one slice (else its all-NaN slices are refused).
             image = finite_or_background(upload.image)  # no copy when every voxel is finite
-            probs = self.segmenter.probabilities([cut(image, plane, i) for i in range(image.shape[axis])])
+            spacing = plane_spacing(upload.spacing, plane)  # the file's: every slice is at the model's pixel size
+            slices = [cut(image, plane, i) for i in range(image.shape[axis])]
+            probs = self.segmenter.probabilities(slices, [spacing] * len(slices))
         except ValueError as err:  # no finite voxel at all
             raise gr.Error(str(err)) from err
         out = scratch_dir()
@@ -175,6 +188,11 @@ def build_app(segmenter: Segmenter | None = None) -> gr.Blocks:
                 plane = gr.Radio(["auto", *PLANES], value="auto", label="Plane (auto: from DICOM/NIfTI geometry)")
                 slice_index = gr.Slider(-1, 512, value=-1, step=1, label="Volume slice (-1: middle)", visible=False)
                 truth = gr.File(label="Optional ground-truth hemangioma mask (same size)", type="filepath")
+                pixel_size = gr.Number(
+                    value=None,
+                    minimum=0,
+                    label="Pixel size in mm (empty: from the DICOM or NIfTI file, else estimated by the model)",
+                )
                 run = gr.Button("Segment", variant="primary")
                 volume_button = gr.Button("Segment the whole volume (NIfTI)")
             with gr.Column(scale=2):
@@ -196,7 +214,7 @@ def build_app(segmenter: Segmenter | None = None) -> gr.Blocks:
         volume_files = gr.File(label="3D masks (NIfTI)", file_count="multiple")
 
         outputs = [picture, pair, lesions, model_table, truth_table, errors, downloads, summary, state]
-        inputs = [file, plane, slice_index, threshold, opacity, outline, truth]
+        inputs = [file, plane, slice_index, threshold, opacity, outline, truth, pixel_size]
         run.click(app.segment, inputs, outputs, api_name="segment")
         file.change(app.volume_slider, [file, plane], slice_index, api_visibility="private")
         plane.change(app.volume_slider, [file, plane], slice_index, api_visibility="private")
@@ -212,8 +230,8 @@ def build_app(segmenter: Segmenter | None = None) -> gr.Blocks:
         )
         if examples:
             gr.Examples(
-                examples=[[e] for e in examples],
-                inputs=[file],
+                examples=[[e, EXAMPLE_PIXEL_MM] for e in examples],
+                inputs=[file, pixel_size],
                 outputs=outputs,
                 fn=app.segment,
                 run_on_click=True,

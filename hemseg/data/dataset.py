@@ -37,6 +37,7 @@ def features(labels: list[str]) -> datasets.Features:
             "index": datasets.Value("int32"),
             "spacing": datasets.List(datasets.Value("float32"), length=2),
             "split": datasets.Value("string"),
+            "labelled_rows": datasets.List(datasets.Value("int32"), length=2),
         }
     )
 
@@ -99,6 +100,8 @@ def _slices(folder: str, labels: str, signature: str) -> Iterator[dict]:
             "index": int(row["index"]),
             "spacing": [float(row["spacing_row"]), float(row["spacing_col"])],
             "split": row["split"],
+            # Folders from before whole slices were labelled on every row they kept.
+            "labelled_rows": [int(row.get("labelled_from") or 0), int(row.get("labelled_to") or image.shape[0])],
         }
         stem = row["file"].removesuffix(".png")
         for label in labels.split(","):
@@ -148,7 +151,8 @@ def load(source: str | Path) -> datasets.Dataset:
     """A slice folder, a ``save_to_disk`` folder or a Hub data set id as a ``datasets.Dataset``.
 
     Columns: ``image`` and one mask per label (``datasets.Image``; masks 0/255), ``plane`` (ClassLabel
-    axial/coronal/sagittal), ``case``, ``index``, ``spacing`` ([row, col] mm), ``split`` and ``file``.
+    axial/coronal/sagittal), ``case``, ``index``, ``spacing`` ([row, col] mm), ``split``, ``file`` and
+    ``labelled_rows`` ([first, end) rows where the vertebral bodies are labelled; see ``hemseg.data.prepare``).
     """
     path = Path(source)
     if path.is_dir():
@@ -172,6 +176,15 @@ def label_names(dataset: datasets.Dataset) -> list[str]:
     return [
         name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image) and name != "image"
     ]
+
+
+def labelled_rows(batch: dict, i: int) -> slice:
+    """The rows of slice ``i`` of a batch (columns of a loaded data set) where the vertebral bodies are labelled:
+    all of them for data sets made before whole slices."""
+    if "labelled_rows" not in batch:
+        return slice(None)
+    first, end = (int(v) for v in batch["labelled_rows"][i])
+    return slice(first, end)
 
 
 def select_split(dataset: datasets.Dataset, split: str | None) -> datasets.Dataset:

@@ -3,6 +3,12 @@
 A slice folder holds, per slice, ``<stem>.png`` (lossless grayscale, 8 or 16 bit) and ``<stem>_<label>.png``
 (0/255) for each label, plus ``manifest.csv`` (one row per slice) and ``dataset.json`` (labels, sources,
 simulator version and parameters, seed, the lesions drawn per case).
+
+Slices are whole: they show the vertebrae beyond the labelled ones (the sacrum, T11 or T12) without masks. The
+manifest's ``labelled_from`` and ``labelled_to`` give the rows between which the vertebral bodies are labelled
+(the superior-inferior extent of the labelled bodies plus a small margin): outside them a body in the image has no
+mask, so training ignores the vertebral-body loss there and evaluation scores vertebral bodies only within them.
+Axial slices outside that extent are not cut.
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ MANIFEST_COLUMNS = (
     "width",
     "vertebral_body_px",
     "hemangioma_px",
+    "labelled_from",
+    "labelled_to",
 )
+EXTENT_LABELS = ("vertebral_body",)  # labelled only within labelled_from:labelled_to; the others everywhere
 
 
 @dataclass(frozen=True)
@@ -47,10 +56,11 @@ class SamplingConfig:
     slices_per_plane: int = 24
     lesion_share: float = 0.5  # slices through a lesion, when the case has one
     background_share: float = 0.1  # slices through no vertebral body at all
-    # Superior-inferior margin kept around the labelled bodies. The volumes show the next, unlabelled vertebrae
-    # beyond it: a body in the image without a mask would teach a model to leave out bodies it can see.
-    label_margin_mm: float = 5.0
+    # Superior-inferior margin of the labelled extent around the labelled bodies: disc, not the next vertebra's
+    # endplate, which can lie 5 mm beyond a labelled body (a thin disc at T12-L1 or L5-S1).
+    label_margin_mm: float = 2.0
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test shares of the cases
+    test_sources: tuple[str, ...] = ()  # sources held out whole as the test cases (``assign_splits``)
     # Lesion draws per training case, each written as its own slices (<case>_sim<k>_...): the shared set's 49
     # training cases hold 81 lesions in one draw, too few looks to learn from; the anatomy is real in every draw.
     # Validation and test cases keep their one draw, so their slices do not depend on this setting.
@@ -60,17 +70,34 @@ class SamplingConfig:
     train_typical_share: float | None = None
 
 
-def assign_splits(cases: list[str], shares: tuple[float, float, float], seed: int) -> dict[str, str]:
+def assign_splits(
+    cases: list[str], shares: tuple[float, float, float], seed: int, test_sources: tuple[str, ...] = ()
+) -> dict[str, str]:
     """Split case ids into train/val/test, deterministic by seed and stratified by source
-    (``hemseg.data.volumes.source_of``), so every split mixes sources."""
+    (``hemseg.data.volumes.source_of``), so every split mixes sources.
+
+    ``test_sources``: every case of these sources is a test case, and the others are split into train and val in
+    the shares' proportion: a source held out whole, as a new hospital's scans would be.
+    """
     rng = np.random.default_rng(seed)
     by_source: dict[str, list[str]] = {}
     for case in sorted(cases):
         by_source.setdefault(source_of(case), []).append(case)
+    unknown = sorted(set(test_sources) - set(by_source))
+    if unknown:
+        raise ValueError(f"no case of the held-out source(s) {unknown}; the sources are {sorted(by_source)}")
+    if test_sources and set(by_source) <= set(test_sources):
+        raise ValueError("every source is held out for testing: nothing is left to train on")
     splits = {}
     for source in sorted(by_source):
         members = [by_source[source][i] for i in rng.permutation(len(by_source[source]))]
-        n_val, n_test = (round(len(members) * share) for share in shares[1:])
+        if source in test_sources:
+            splits.update(dict.fromkeys(members, "test"))
+            continue
+        if test_sources:
+            n_val, n_test = round(len(members) * shares[1] / (shares[0] + shares[1])), 0
+        else:
+            n_val, n_test = (round(len(members) * share) for share in shares[1:])
         for i, case in enumerate(members):
             splits[case] = "val" if i < n_val else "test" if i < n_val + n_test else "train"
     return splits
@@ -93,7 +120,10 @@ def choose_slices(body: np.ndarray, lesion: np.ndarray, plane: str, sampling: Sa
     with_lesion = spread(np.flatnonzero(lesion_px > 0), round(total * sampling.lesion_share))
     background = spread(np.flatnonzero(body_px == 0), n_background)
     body_only = spread(np.flatnonzero((body_px > 0) & (lesion_px == 0)), total - len(with_lesion) - len(background))
-    return sorted(with_lesion + background + body_only)
+    chosen = with_lesion + background + body_only
+    # Lesions through every body leave few lesion-free slices: the rest of the count from the other body slices.
+    rest = np.setdiff1d(np.flatnonzero(body_px > 0), chosen)
+    return sorted(chosen + spread(rest, total - len(chosen)))
 
 
 def within_labelled_span(body: np.ndarray, spacing_z: float, margin_mm: float) -> slice:
@@ -141,15 +171,19 @@ def prepare_case(
         image = _scale_to_uint16(image)
     body = volume.label > 0
     z = within_labelled_span(body, volume.spacing[2], sampling.label_margin_mm)
-    image, lesion, body = image[..., z], lesion[..., z], body[..., z]
+    nz = body.shape[2]
     rows = []
     for plane in PLANES:
         row_mm, col_mm = plane_spacing(volume.spacing, plane)
-        for local in choose_slices(body, lesion, plane, sampling):
+        # Coronal and sagittal rows run superior to inferior: row r is RAS z = nz - 1 - r.
+        labelled = (0, None) if plane == "axial" else (nz - z.stop, nz - z.start)
+        # Axial slices outside the labelled extent would show an unlabelled body and nothing else to learn.
+        within = (slice(None), slice(None), z) if plane == "axial" else (slice(None),) * 3
+        for local in choose_slices(body[within], lesion[within], plane, sampling):
             index = local + z.start if plane == "axial" else local  # the slice number in the whole RAS volume
             stem = f"{case}{f'_sim{simulation}' if simulation else ''}_{plane}_{index:03d}"
-            pixels = to_png_array(cut(image, plane, local), volume.image.dtype)
-            masks = {"vertebral_body": cut(body, plane, local), "hemangioma": cut(lesion, plane, local)}
+            pixels = to_png_array(cut(image, plane, index), volume.image.dtype)
+            masks = {"vertebral_body": cut(body, plane, index), "hemangioma": cut(lesion, plane, index)}
             Image.fromarray(np.ascontiguousarray(pixels)).save(out / f"{stem}.png")
             for name, mask in masks.items():
                 Image.fromarray(np.ascontiguousarray(mask).astype(np.uint8) * 255).save(out / f"{stem}_{name}.png")
@@ -166,6 +200,8 @@ def prepare_case(
                     "width": pixels.shape[1],
                     "vertebral_body_px": int(masks["vertebral_body"].sum()),
                     "hemangioma_px": int(masks["hemangioma"].sum()),
+                    "labelled_from": labelled[0],
+                    "labelled_to": pixels.shape[0] if labelled[1] is None else labelled[1],
                 }
             )
     record = {
@@ -175,7 +211,7 @@ def prepare_case(
         "shape_ras": list(volume.image.shape),
         "spacing_mm": list(volume.spacing),
         "bit_depth": 8 if volume.image.dtype == np.uint8 else 16,
-        "z_span": [z.start, z.stop],  # RAS z slices kept: the top row of a coronal or sagittal slice is z.stop - 1
+        "labelled_z": [z.start, z.stop],  # RAS z of the labelled extent (its margin included)
         "lesions": [asdict(lesion) for lesion in lesions],
     }
     return rows, record
@@ -206,7 +242,7 @@ def prepare(
             "prepare needs a vertebral-body label for every volume, to place simulated lesions inside the bodies; "
             f"none found for: {', '.join(unlabeled)} (expected <case>_label.nii.gz beside it)"
         )
-    splits = assign_splits([case for case, _, _ in found], sampling.split, seed)
+    splits = assign_splits([case for case, _, _ in found], sampling.split, seed, sampling.test_sources)
     further = simulator  # the simulator of the further training draws (k > 0)
     if sampling.train_typical_share is not None:
         further = replace(simulator, typical_share=sampling.train_typical_share)
@@ -273,9 +309,16 @@ def add_prepare_command(subcommands: argparse._SubParsersAction) -> None:
         "--label-margin-mm",
         type=float,
         default=defaults.label_margin_mm,
-        help="superior-inferior margin kept around the labelled vertebral bodies",
+        help="superior-inferior margin of the labelled extent around the labelled vertebral bodies",
     )
     parser.add_argument("--split", default=",".join(map(str, defaults.split)), help="train,val,test case shares")
+    parser.add_argument(
+        "--test-sources",
+        default="",
+        metavar="SOURCES",
+        help="comma-separated sources (case id prefixes, e.g. vb2) held out whole as the test cases; the others are "
+        "split into train and val",
+    )
     parser.add_argument(
         "--train-simulations",
         type=int,
@@ -302,13 +345,14 @@ def run_prepare(args: argparse.Namespace) -> int:
     if args.train_typical_share is not None and not 0 <= args.train_typical_share <= 1:
         raise ValueError(f"--train-typical-share must be between 0 and 1, got {args.train_typical_share}")
     sampling = SamplingConfig(
-        args.slices_per_plane,
-        args.lesion_share,
-        args.background_share,
-        args.label_margin_mm,
-        shares,
-        args.train_simulations,
-        args.train_typical_share,
+        slices_per_plane=args.slices_per_plane,
+        lesion_share=args.lesion_share,
+        background_share=args.background_share,
+        label_margin_mm=args.label_margin_mm,
+        split=shares,
+        test_sources=tuple(source for source in args.test_sources.split(",") if source),
+        train_simulations=args.train_simulations,
+        train_typical_share=args.train_typical_share,
     )
     out = prepare(args.volumes, args.out, args.seed, SimulatorConfig(), sampling, args.overwrite, args.workers)
     with open(out / "manifest.csv") as f:

@@ -1,16 +1,19 @@
 """Simulated hemangiomas inserted in 3D into real vertebral bodies.
 
-A lesion is a randomly rotated, irregular ellipsoid clipped to one vertebral body, so its mask is exact and lies
-inside the body. Intensity changes multiply the tissue already there, keeping the scan's own noise and texture:
+A lesion is one to three randomly rotated, irregular ellipsoids (a lobulated lesion when several) clipped to one
+vertebral body, so its mask is exact and lies inside the body; from a few mm across to the whole body. Intensity
+changes multiply the tissue already there, keeping the scan's own noise and texture:
 
-    image' = image * (1 + w * (contrast * (1 - depth * trabeculae) - 1))
+    image' = image * (1 + w * (contrast * (1 - depth * texture) * (1 + mottle) - 1))
 
-where ``w`` is the lesion mask blurred by the partial-volume width and ``trabeculae`` are coarse vertical
-(superior-inferior) columns: dots on axial slices ("polka dot"), stripes on sagittal and coronal ones
-("corduroy"). Typical lesions are hyperintense (fat) and textured; atypical ones (little fat) hypo- or mildly
-hyperintense with little texture. Every parameter is drawn per lesion from the ranges of ``SimulatorConfig``, wide
-on purpose: the model will meet lesions and scanners this simulator never made. No lesion is iso-intense to its
-body: a mask over tissue that looks unchanged marks nothing a reader (or a model) could see.
+where ``w`` is the lesion mask blurred by the partial-volume width, ``texture`` either coarse vertical
+(superior-inferior) trabeculae (dots on axial slices, "polka dot"; stripes on sagittal and coronal ones,
+"corduroy"), scattered spots, or nothing, and ``mottle`` a smooth unevenness. Typical lesions are hyperintense
+(fat) and mostly trabecular; atypical ones (little fat) range from much darker than marrow to brighter, with any
+texture. A case holds up to four lesions, some sharing a vertebra. Every parameter is drawn per lesion from the
+ranges of ``SimulatorConfig``, wide on purpose: the model will meet lesions and scanners this simulator never made.
+No lesion is iso-intense to its body: a mask over tissue that looks unchanged marks nothing a reader (or a model)
+could see.
 """
 
 from __future__ import annotations
@@ -22,27 +25,34 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-SIMULATOR_VERSION = "1.1"  # 1.1: atypical lesions are never iso-intense
+# 1.1: atypical lesions are never iso-intense. 2.0: lobulated lesions up to the whole body, several per body, up to
+# four per case, contrast from 0.3x to 3x, spotted and plain textures, mottling.
+SIMULATOR_VERSION = "2.0"
+TEXTURES = ("trabecular", "spotted", "plain")
 
 
 @dataclass(frozen=True)
 class SimulatorConfig:
     """Ranges the per-lesion parameters are drawn from (uniformly unless stated)."""
 
-    lesion_count_weights: tuple[float, ...] = (0.1, 0.4, 0.3, 0.2)  # P(0), P(1), P(2), P(3) lesions per case
-    typical_share: float = 0.7
-    radius_mm: tuple[float, float] = (2.0, 18.0)  # log-uniform; capped at 0.6 x the body's smallest extent
-    elongation: tuple[float, float] = (0.65, 1.5)  # factor per semi-axis
-    irregularity: tuple[float, float] = (0.0, 0.3)  # amplitude of smooth noise on the ellipsoid's surface
-    edge_blur_mm: tuple[float, float] = (0.3, 1.2)  # partial-volume blur (Gaussian sigma)
-    typical_contrast: tuple[float, float] = (1.25, 2.4)
-    atypical_dark_contrast: tuple[float, float] = (0.45, 0.8)  # hypointense, drawn with P = atypical_dark_share ...
-    atypical_bright_contrast: tuple[float, float] = (1.2, 1.6)  # ... else mildly hyperintense (T2, STIR)
+    lesion_count_weights: tuple[float, ...] = (0.15, 0.35, 0.25, 0.15, 0.1)  # P(0), ..., P(4) lesions per case
+    same_body_share: float = 0.3  # a further lesion goes to a vertebra that already has one
+    typical_share: float = 0.6
+    radius_mm: tuple[float, float] = (1.5, 30.0)  # log-uniform; capped at 0.6 x the body's largest extent
+    lobes: tuple[float, ...] = (0.6, 0.25, 0.15)  # P(1), P(2), P(3) ellipsoids in one lesion
+    elongation: tuple[float, float] = (0.6, 1.6)  # factor per semi-axis
+    irregularity: tuple[float, float] = (0.0, 0.4)  # amplitude of smooth noise on the ellipsoid's surface
+    edge_blur_mm: tuple[float, float] = (0.2, 1.5)  # partial-volume blur (Gaussian sigma)
+    typical_contrast: tuple[float, float] = (1.2, 3.0)  # log-uniform, as the atypical ranges
+    atypical_dark_contrast: tuple[float, float] = (0.3, 0.82)  # hypointense, drawn with P = atypical_dark_share ...
+    atypical_bright_contrast: tuple[float, float] = (1.15, 2.0)  # ... else hyperintense (T2, STIR)
     atypical_dark_share: float = 0.6
-    typical_texture_depth: tuple[float, float] = (0.2, 0.6)
-    atypical_texture_depth: tuple[float, float] = (0.0, 0.15)
+    typical_textures: tuple[float, float, float] = (0.75, 0.15, 0.1)  # P(trabecular), P(spotted), P(plain)
+    atypical_textures: tuple[float, float, float] = (0.2, 0.3, 0.5)
+    texture_depth: tuple[float, float] = (0.15, 0.6)  # of a trabecular or spotted texture
     trabecula_spacing_mm: tuple[float, float] = (2.0, 4.5)
     trabecula_radius_mm: tuple[float, float] = (0.4, 1.0)
+    mottle: tuple[float, float] = (0.0, 0.25)  # amplitude of smooth unevenness inside the lesion
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -57,13 +67,16 @@ class Lesion:
     center_voxel: list[int]
     semi_axes_mm: list[float]
     contrast: float
+    texture: str
     texture_depth: float
     irregularity: float
     edge_blur_mm: float
     trabecula_spacing_mm: float
     trabecula_radius_mm: float
+    mottle: float
     voxels: int = 0
     rotation: list[float] = field(default_factory=list)  # rotation vector (radians)
+    lobes: list[list[float]] = field(default_factory=list)  # further ellipsoids: offset (mm, lesion axes), scale
 
 
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
@@ -93,6 +106,20 @@ def _trabeculae(rng: np.random.Generator, shape: tuple[int, int, int], spacing, 
     return np.clip(dots[:, :, None] * along_z, 0, 1)
 
 
+def _spots(rng: np.random.Generator, shape: tuple[int, int, int], spacing, lesion: Lesion) -> np.ndarray:
+    """Scattered round spots in [0, 1] (a coarse, honeycomb-like look), about one per trabecula spacing cubed."""
+    volume_mm3 = float(np.prod([n * s for n, s in zip(shape, spacing, strict=True)]))
+    count = max(1, int(volume_mm3 / lesion.trabecula_spacing_mm**3))
+    spots = np.zeros(shape)
+    spots[tuple(rng.integers(0, n, count) for n in shape)] = 1.0
+    spots = ndimage.gaussian_filter(spots, [1.5 * lesion.trabecula_radius_mm / s for s in spacing])
+    return spots / (spots.max() + 1e-8)
+
+
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    return math.exp(rng.uniform(math.log(bounds[0]), math.log(bounds[1])))
+
+
 def _contrast_range(rng: np.random.Generator, typical: bool, config: SimulatorConfig) -> tuple[float, float]:
     if typical:
         return config.typical_contrast
@@ -102,37 +129,62 @@ def _contrast_range(rng: np.random.Generator, typical: bool, config: SimulatorCo
 
 def _draw_lesion(rng: np.random.Generator, vertebra: int, body: np.ndarray, spacing, config) -> Lesion:
     extent_mm = [(np.ptp(np.nonzero(body)[a]) + 1) * spacing[a] for a in range(3)]
-    radius_max = max(config.radius_mm[0] * 1.01, min(config.radius_mm[1], 0.6 * min(extent_mm)))
-    radius = math.exp(rng.uniform(math.log(config.radius_mm[0]), math.log(radius_max)))
+    radius_max = max(config.radius_mm[0] * 1.01, min(config.radius_mm[1], 0.6 * max(extent_mm)))
+    radius = _log_uniform(rng, (config.radius_mm[0], radius_max))
     typical = rng.random() < config.typical_share
     inner = ndimage.binary_erosion(body, iterations=2)
     candidates = np.argwhere(inner if inner.any() else body)
+    center = [int(v) for v in candidates[rng.integers(len(candidates))]]
+    textures = np.asarray(config.typical_textures if typical else config.atypical_textures, dtype=float)
+    lobes = int(rng.choice(len(config.lobes), p=np.asarray(config.lobes) / sum(config.lobes)))
     return Lesion(
         vertebra=vertebra,
         kind="typical" if typical else "atypical",
-        center_voxel=[int(v) for v in candidates[rng.integers(len(candidates))]],
+        center_voxel=center,
         semi_axes_mm=[round(radius * _uniform(rng, config.elongation), 3) for _ in range(3)],
-        contrast=_uniform(rng, _contrast_range(rng, typical, config)),
-        texture_depth=_uniform(rng, config.typical_texture_depth if typical else config.atypical_texture_depth),
+        contrast=_log_uniform(rng, _contrast_range(rng, typical, config)),
+        texture=str(rng.choice(TEXTURES, p=textures / textures.sum())),
+        texture_depth=_uniform(rng, config.texture_depth),
         irregularity=_uniform(rng, config.irregularity),
         edge_blur_mm=_uniform(rng, config.edge_blur_mm),
         trabecula_spacing_mm=_uniform(rng, config.trabecula_spacing_mm),
         trabecula_radius_mm=_uniform(rng, config.trabecula_radius_mm),
+        mottle=_uniform(rng, config.mottle),
         rotation=[float(v) for v in Rotation.random(random_state=rng).as_rotvec()],
+        # Further lobes: centred up to one semi-axis away, each 0.5-0.9 of the first.
+        lobes=[
+            [*(rng.uniform(-1, 1, 3) * radius).round(3).tolist(), round(rng.uniform(0.5, 0.9), 3)] for _ in range(lobes)
+        ],
     )
 
 
 def _render(rng, lesion: Lesion, body: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
-    """(exact mask inside ``body``, multiplicative intensity factor) over the body's bounding box."""
+    """(exact mask inside ``body``, multiplicative intensity factor) over the body's bounding box.
+
+    The texture varies the intensity around the lesion's contrast, not below it: its mean over the lesion is
+    taken out, so ``contrast`` stays the lesion's mean intensity ratio and no texture makes a lesion iso-intense.
+    """
     offsets = [(np.arange(n) - c) * s for n, c, s in zip(body.shape, lesion.center_voxel, spacing, strict=True)]
     grid = np.stack(np.meshgrid(*offsets, indexing="ij"), axis=-1)
     local = grid @ Rotation.from_rotvec(lesion.rotation).as_matrix()  # coordinates in the lesion's own axes
-    radius = np.sqrt(((local / np.array(lesion.semi_axes_mm)) ** 2).sum(-1))
+    axes = np.array(lesion.semi_axes_mm)
+    radius = np.sqrt(((local / axes) ** 2).sum(-1))
+    for *offset, scale in lesion.lobes:
+        radius = np.minimum(radius, np.sqrt((((local - offset) / (axes * scale)) ** 2).sum(-1)))
     radius += lesion.irregularity * _smooth_noise(rng, body.shape, [2.0 / s for s in spacing])
     mask = (radius < 1) & body
+    if not mask.any():  # the irregular surface missed every voxel of the body: keep the centre voxel
+        mask[tuple(lesion.center_voxel)] = True
     weight = ndimage.gaussian_filter(mask.astype(np.float32), [lesion.edge_blur_mm / s for s in spacing])
-    texture = _trabeculae(rng, body.shape, spacing, lesion)
-    factor = 1 + weight * (lesion.contrast * (1 - lesion.texture_depth * texture) - 1)
+    if lesion.texture == "plain":
+        texture = np.zeros(body.shape)
+    else:
+        draw = _trabeculae if lesion.texture == "trabecular" else _spots
+        texture = draw(rng, body.shape, spacing, lesion)
+        texture -= texture[mask].mean()
+    mottle = lesion.mottle * _smooth_noise(rng, body.shape, [3.0 / s for s in spacing])
+    inside = lesion.contrast * (1 - lesion.texture_depth * texture) * (1 + mottle)
+    factor = 1 + weight * (np.clip(inside, 0.05, None) - 1)
     return mask, factor
 
 
@@ -143,7 +195,8 @@ def insert_hemangiomas(
     rng: np.random.Generator,
     config: SimulatorConfig = SimulatorConfig(),
 ) -> tuple[np.ndarray, np.ndarray, list[Lesion]]:
-    """Insert 0-3 lesions into randomly chosen vertebral bodies of a RAS volume.
+    """Insert lesions (as many as ``config.lesion_count_weights`` draws) into randomly chosen vertebral bodies of a
+    RAS volume, a further one into a body that already has one with ``config.same_body_share``.
 
     Returns the new image (float32, clipped to the input dtype's range for integer inputs), the boolean
     lesion mask (inside ``label > 0``) and the drawn lesions.
@@ -155,7 +208,8 @@ def insert_hemangiomas(
     count = int(rng.choice(len(weights), p=weights)) if vertebrae else 0
     lesions = []
     for _ in range(count):
-        vertebra = int(rng.choice(vertebrae))
+        taken = [lesion.vertebra for lesion in lesions]
+        vertebra = int(rng.choice(taken if taken and rng.random() < config.same_body_share else vertebrae))
         box = ndimage.find_objects((label == vertebra).astype(np.int8))[0]
         body = label[box] == vertebra
         lesion = _draw_lesion(rng, vertebra, body, spacing, config)

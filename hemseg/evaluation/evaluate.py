@@ -7,13 +7,17 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
+import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hemseg.data.dataset import add_data_options, label_names, load, select_split
+from hemseg.data.dataset import add_data_options, label_names, labelled_rows, load, select_split
+from hemseg.data.prepare import EXTENT_LABELS
 from hemseg.data.volumes import PLANES, source_of
 from hemseg.files import write_csv
 from hemseg.inference.segmenter import Segmenter, add_model_options
@@ -36,6 +40,20 @@ TABLE_COLUMNS = (
 )
 
 
+@dataclass
+class View:
+    """What the model is shown of a stored slice: an image, the pixel size it is told (None: it must estimate one),
+    and the part of the stored slice the image covers, at whatever size; the result is resized back onto that part,
+    where it is scored."""
+
+    image: np.ndarray
+    spacing: tuple[float, float] | None
+    region: tuple[slice, slice] = (slice(None), slice(None))
+
+
+Transform = Callable[[np.ndarray, int, tuple[float, float], dict], View]
+
+
 def predicted_batches(
     segmenter: Segmenter,
     dataset: datasets.Dataset,
@@ -43,24 +61,30 @@ def predicted_batches(
     batch_size: int,
     desc: str,
     progress: bool,
-    transform: Callable[[np.ndarray, int], np.ndarray] | None = None,
-) -> tuple[list[str], Iterator[tuple[int, dict, list[np.ndarray]]]]:
+    transform: Transform | None = None,
+) -> tuple[list[str], Iterator[tuple[int, dict, list[np.ndarray], list[tuple[slice, slice]]]]]:
     """The labels both model and data have, and the split's slices in batches: (index of the first, the batch's
-    columns, each slice's probabilities at its own size). ``transform(image, index in the split)`` changes each
-    image before the model sees it (the batch's columns keep the stored one)."""
+    columns, each slice's probabilities, the region of each stored slice they cover: all of it without a
+    transform). ``transform(image, index in the split, spacing, columns of the slice)`` gives the ``View`` the
+    model is shown instead of the stored slice (the batch's columns keep the stored one)."""
     dataset = select_split(dataset, split)
     labels = [label for label in segmenter.labels if label in label_names(dataset)]
     if not labels:
         raise ValueError(f"the model predicts {segmenter.labels}; the data set has masks for {label_names(dataset)}")
     rows = dataset.with_format("numpy")
 
-    def batches() -> Iterator[tuple[int, dict, list[np.ndarray]]]:
+    def batches() -> Iterator[tuple[int, dict, list[np.ndarray], list[tuple[slice, slice]]]]:
         for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress):
             batch = rows[start : start + batch_size]
-            images = list(batch["image"])
+            spacings = [tuple(float(v) for v in spacing) for spacing in batch["spacing"]]
+            views = [View(image, spacing) for image, spacing in zip(batch["image"], spacings, strict=True)]
             if transform is not None:
-                images = [transform(image, start + i) for i, image in enumerate(images)]
-            yield start, batch, segmenter.probabilities(images, batch_size=batch_size)
+                columns = [{key: batch[key][i] for key in batch} for i in range(len(views))]
+                views = [transform(v.image, start + i, v.spacing, columns[i]) for i, v in enumerate(views)]
+            probs = segmenter.probabilities([v.image for v in views], [v.spacing for v in views], batch_size=batch_size)
+            shapes = [batch["image"][i][view.region].shape for i, view in enumerate(views)]
+            probs = [onto(p, shape) for p, shape in zip(probs, shapes, strict=True)]
+            yield start, batch, probs, [view.region for view in views]
 
     return labels, batches()
 
@@ -72,19 +96,23 @@ def evaluate_dataset(
     batch_size: int = 16,
     progress: bool = True,
 ) -> list[dict]:
-    """One ``slice_metrics`` record per slice and label (the labels both model and data have)."""
+    """One ``slice_metrics`` record per slice and label (the labels both model and data have).
+
+    Vertebral bodies are scored within the rows where they are labelled (``labelled_rows``): beyond them a body in
+    the image has no mask, and a model that finds it is right.
+    """
     plane_names = dataset.features["plane"].names
     labels, batches = predicted_batches(segmenter, dataset, split, batch_size, "evaluating", progress)
     records = []
-    for start, batch, probs in batches:
+    for start, batch, probs, _ in batches:
         for i, p in enumerate(probs):
             spacing = tuple(float(s) for s in batch["spacing"][i])
             for label in labels:
-                pred = segmenter.mask(p, label)
-                truth = batch[label][i] > 0
+                rows = labelled_rows(batch, i) if label in EXTENT_LABELS else slice(None)
+                pred, truth = segmenter.mask(p, label)[rows], batch[label][i][rows] > 0
                 record = slice_metrics(pred, truth, spacing)
                 record.update(
-                    contrast=contrast_to_noise(batch["image"][i], truth),
+                    contrast=contrast_to_noise(batch["image"][i][rows], truth),
                     label=label,
                     plane=plane_names[batch["plane"][i]],
                     case=str(batch["case"][i]),
@@ -94,6 +122,14 @@ def evaluate_dataset(
                 )
                 records.append(record)
     return records
+
+
+def onto(probabilities: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(labels, h, w) probabilities resized (bilinear) onto ``shape``; unchanged when they have it already."""
+    if probabilities.shape[1:] == tuple(shape):
+        return probabilities
+    resized = F.interpolate(torch.from_numpy(probabilities)[None], size=tuple(shape), mode="bilinear")
+    return resized[0].numpy()
 
 
 # Contrast-to-noise of the truth against the pixels around it (``metrics.contrast_to_noise``): negative is darker.

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from hemseg.data.dataset import labelled_rows
+from hemseg.data.prepare import EXTENT_LABELS
 from hemseg.data.volumes import PLANES
 
 BAR_METRICS = ("dice_fg", "pooled_dice", "pooled_iou", "pooled_precision", "pooled_recall")  # as in the tables
@@ -51,11 +53,14 @@ def best_worst_grid(records: list[dict], dataset, segmenter, out: Path, label: s
     rows = dataset.with_format("numpy")
     by_file = {f: i for i, f in enumerate(dataset["file"])}
     examples = [rows[by_file[r["file"]]] for r in chosen]
-    probs = segmenter.probabilities([e["image"] for e in examples]) if examples else []
+    spacings = [tuple(float(v) for v in e["spacing"]) for e in examples]
+    probs = segmenter.probabilities([e["image"] for e in examples], spacings) if examples else []
     for ax_row, record, example, p in zip(axes, chosen, examples, probs, strict=False):
-        truth = example[label] > 0
-        pred = segmenter.mask(p, label)
-        panels = (example["image"], truth, pred, error_map(pred, truth))
+        # Vertebral bodies as they were scored: within the rows where they are labelled.
+        rows = labelled_rows({k: [v] for k, v in example.items()}, 0) if label in EXTENT_LABELS else slice(None)
+        truth = example[label][rows] > 0
+        pred = segmenter.mask(p, label)[rows]
+        panels = (example["image"][rows], truth, pred, error_map(pred, truth))
         titles = (f"{record['file']}", "truth", "prediction", f"error  Dice {record['dice']:.2f}")
         for ax, panel, title in zip(ax_row, panels, titles, strict=True):
             ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, interpolation="nearest")

@@ -9,12 +9,13 @@ slices without the label as well as misses), ``None`` (no seed) included; on a t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import datasets
 import numpy as np
 
-from hemseg.evaluation.evaluate import predicted_batches
+from hemseg.data.dataset import labelled_rows
+from hemseg.data.prepare import EXTENT_LABELS
+from hemseg.evaluation.evaluate import Transform, predicted_batches
 from hemseg.inference.segmenter import Segmenter, cut
 from hemseg.metrics import overlap_metrics, summarize
 
@@ -31,22 +32,26 @@ def seed_table(
     candidates: tuple[float, ...] = SEED_CANDIDATES,
     batch_size: int = 16,
     progress: bool = True,
-    transform: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    transform: Transform | None = None,
     desc: str = "calibrating",
 ) -> list[dict]:
     """One row per label and seed (``None``: the plain threshold) with the ``COLUMNS`` scores over the split's
-    slices at their own resolution, as ``python -m hemseg evaluate`` scores them; ``transform`` as in
-    ``predicted_batches``."""
+    slices at their own resolution, as ``hemseg evaluate`` scores them (vertebral bodies within their labelled
+    rows); ``transform`` as in ``predicted_batches``: each slice is then scored on the region its view covers."""
     labels, batches = predicted_batches(segmenter, dataset, split, batch_size, desc, progress, transform)
     seeds = (None, *sorted(candidates))
     records: dict[tuple[str, float | None], list[dict]] = {(label, seed): [] for label in labels for seed in seeds}
-    for _, batch, probs in batches:
-        for i, p in enumerate(probs):
+    for _, batch, probs, regions in batches:
+        for i, (p, region) in enumerate(zip(probs, regions, strict=True)):
+            height = batch[labels[0]][i].shape[0]
             for label in labels:
-                probability, truth = p[segmenter.labels.index(label)], batch[label][i] > 0
+                probability, truth = p[segmenter.labels.index(label)], batch[label][i][region] > 0
+                labelled = np.zeros(height, bool)
+                labelled[labelled_rows(batch, i) if label in EXTENT_LABELS else slice(None)] = True
+                rows = labelled[region[0]]  # the labelled rows among those of the region
                 for seed in seeds:
                     pred = cut(probability, segmenter.model.threshold, seed)
-                    records[label, seed].append(overlap_metrics(pred, truth) | UNSCORED)
+                    records[label, seed].append(overlap_metrics(pred[rows], truth[rows]) | UNSCORED)
     table = []
     for (label, seed), recs in records.items():
         overall = summarize(recs, by=None)["overall"]

@@ -55,17 +55,22 @@ def output_stems(files: list[Path]) -> list[str]:
     return stems
 
 
-def predict_files(segmenter: Segmenter, files: list[Path], out: Path) -> tuple[Path, list[str]]:
+def predict_files(
+    segmenter: Segmenter, files: list[Path], out: Path, pixel_size: float | None = None
+) -> tuple[Path, list[str]]:
     """Write ``<stem>_<label>.png`` and ``<stem>_overlay.png`` per input and ``predictions.csv``, one row per input
     (``output`` names its files; ``error`` says why a file was skipped). Returns the table and the errors: a file
-    that cannot be read is skipped, and the others are still segmented."""
+    that cannot be read is skipped, and the others are still segmented.
+
+    ``pixel_size`` (mm, square pixels) overrides every file's own; each row says the pixel size used and where it
+    came from (``given``, the ``file``, or ``estimated`` by a model with a physical contract)."""
     out.mkdir(parents=True, exist_ok=True)
     rows, errors = [], []
     for file, stem in zip(files, output_stems(files), strict=True):
         row: dict = {"file": str(file), "output": stem}
         try:
             image = read_slice(file)
-            prediction = segmenter.predict(image)
+            prediction = segmenter.predict(image, None if pixel_size is None else (pixel_size, pixel_size))
         except READ_FAILURES as err:
             reason = str(err).removeprefix(f"{file}: ").removeprefix(f"{file.name}: ")  # the row names the file
             errors.append(f"{file}: {reason}")
@@ -77,8 +82,9 @@ def predict_files(segmenter: Segmenter, files: list[Path], out: Path) -> tuple[P
         row |= {
             "height": image.pixels.shape[0],
             "width": image.pixels.shape[1],
-            "spacing_row": image.spacing[0] if image.spacing else "",
-            "spacing_col": image.spacing[1] if image.spacing else "",
+            "spacing_row": round(prediction.spacing[0], 4) if prediction.spacing else "",
+            "spacing_col": round(prediction.spacing[1], 4) if prediction.spacing else "",
+            "spacing_source": prediction.spacing_source or "",
             "area_unit": prediction.area_unit,
         }
         for label in prediction.masks:
@@ -92,6 +98,13 @@ def add_predict_command(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser("predict", help="segment image files: masks, overlays and areas")
     parser.add_argument("inputs", nargs="+", metavar="FILES_OR_DIRS")
     parser.add_argument("--out", required=True, help="folder for masks, overlays and predictions.csv")
+    parser.add_argument(
+        "--pixel-size",
+        type=float,
+        metavar="MM",
+        help="the images' pixel size in mm, over what the files say (a model with a physical contract estimates it "
+        "for files that say nothing, such as PNG)",
+    )
     add_model_options(parser)
     parser.set_defaults(command=run_predict)
 
@@ -100,7 +113,9 @@ def run_predict(args: argparse.Namespace) -> int:
     """0 when every input was segmented; 1 when some could not be read (each named on stderr, the rest done)."""
     files = expand_inputs(args.inputs)
     segmenter = Segmenter.load(args.model, precision=args.precision, tta=args.tta)
-    table, errors = predict_files(segmenter, files, Path(args.out))
+    if args.pixel_size is not None and args.pixel_size <= 0:
+        raise ValueError(f"--pixel-size must be above 0 mm, got {args.pixel_size}")
+    table, errors = predict_files(segmenter, files, Path(args.out), args.pixel_size)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     skipped = f"; {len(errors)} skipped (see the error column)" if errors else ""

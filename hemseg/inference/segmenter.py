@@ -11,14 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from huggingface_hub.errors import HfHubHTTPError
 from scipy import ndimage
 
 from hemseg.data.images import Slice, read_slice
 from hemseg.hub import is_path_not_hub_id
+from hemseg.inference.scale import estimate_pixel_size
 from hemseg.metrics import EIGHT
 from hemseg.model import UNet
-from hemseg.preprocessing import content_box, from_model_grid, preprocess
+from hemseg.preprocessing import content_box, from_model_grid, pad_to_multiple, physical, preprocess
 from hemseg.speed import fold_batchnorm, precision_context
 
 BUNDLED_MODEL = Path(__file__).parents[1] / "bundled_model"
@@ -48,8 +50,9 @@ class Prediction:
 
     probabilities: dict[str, np.ndarray]
     threshold: float
-    spacing: tuple[float, float] | None = None
+    spacing: tuple[float, float] | None = None  # (row, column) mm: the pixel size the model was run with
     seeds: dict[str, float] = field(default_factory=dict)  # the model's seed thresholds, per label
+    spacing_source: str | None = None  # "file", "given" or "estimated"; None when no pixel size is known
 
     @cached_property
     def masks(self) -> dict[str, np.ndarray]:
@@ -70,7 +73,7 @@ class Prediction:
 
     def with_threshold(self, threshold: float) -> Prediction:
         """The same probabilities cut at another threshold, without running the model again."""
-        return Prediction(self.probabilities, threshold, self.spacing, self.seeds)
+        return Prediction(self.probabilities, threshold, self.spacing, self.seeds, self.spacing_source)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -155,13 +158,54 @@ class Segmenter:
             raise FileNotFoundError(f"no bundled model at {BUNDLED_MODEL} and no HEMSEG_MODEL set")
         return cls(UNet.from_pretrained(BUNDLED_MODEL), "bundled", **options)
 
+    @property
+    def physical(self) -> bool:
+        """Whether the model works at a fixed pixel size (its contract's ``fit: spacing``)."""
+        return physical(self.model.preprocessing)
+
+    def sigmoid(self, x: torch.Tensor, tta: bool) -> torch.Tensor:
+        """Probabilities for a preprocessed batch; with ``tta`` averaged with the left-right mirrored prediction."""
+        p = torch.sigmoid(self.forward(x))
+        if tta:
+            p = (p + torch.sigmoid(self.forward(x.flip(-1))).flip(-1)) / 2
+        return p.cpu()
+
+    def tiled(self, x: torch.Tensor, tta: bool) -> torch.Tensor:
+        """``sigmoid`` over a padded batch; one larger than the contract's ``tile`` on a side runs in overlapping
+        tiles, each pixel the weighted mean of the tiles over it (weights falling towards a tile's edges)."""
+        tile = self.model.preprocessing.get("tile", 512)
+        h, w = x.shape[-2:]
+        if h <= tile and w <= tile:
+            return self.sigmoid(x, tta)
+        step = tile // 2
+        sizes = (min(tile, h), min(tile, w))
+        ramps = [torch.minimum(torch.arange(n) + 1, torch.arange(n).flip(0) + 1).float() for n in sizes]
+        weight = torch.outer(*ramps)
+        total = torch.zeros(x.shape[0], len(self.labels), h, w)
+        weights = torch.zeros(h, w)
+        for top in sorted({*range(0, h - sizes[0], step), h - sizes[0]}):
+            for left in sorted({*range(0, w - sizes[1], step), w - sizes[1]}):
+                rows, cols = slice(top, top + sizes[0]), slice(left, left + sizes[1])
+                total[..., rows, cols] += self.sigmoid(x[..., rows, cols], tta) * weight
+                weights[rows, cols] += weight
+        return total / weights
+
     @torch.inference_mode()
     def probabilities(
-        self, images: list[np.ndarray], tta: bool | None = None, batch_size: int = 16
+        self,
+        images: list[np.ndarray],
+        spacings: list[tuple[float, float] | None] | None = None,
+        tta: bool | None = None,
+        batch_size: int = 16,
     ) -> list[np.ndarray]:
         """(labels, H, W) float32 probabilities for each image, at each image's own size; ``tta`` None: the
-        segmenter's own setting."""
+        segmenter's own setting. A model with a physical contract takes each image's pixel size from ``spacings``
+        and estimates it where that is missing or None (``hemseg.inference.scale``)."""
         tta = self.tta if tta is None else tta
+        if self.physical:
+            spacings = spacings or [None] * len(images)
+            known = [self.pixel_size(image, spacing)[0] for image, spacing in zip(images, spacings, strict=True)]
+            return self.physical_probabilities(images, known, tta, batch_size)
         out = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
@@ -175,14 +219,37 @@ class Segmenter:
                 groups.setdefault((rows.start, rows.stop, cols.start, cols.stop), []).append(i)
             for (top, bottom, left, right), members in groups.items():
                 rows, cols = slice(top, bottom), slice(left, right)
-                window = x[members][..., rows, cols]
-                p = torch.sigmoid(self.forward(window))
-                if tta:  # average with the left-right mirrored prediction
-                    p = (p + torch.sigmoid(self.forward(window.flip(-1))).flip(-1)) / 2
-                probs[members, :, rows, cols] = p.cpu()
+                probs[members, :, rows, cols] = self.sigmoid(x[members][..., rows, cols], tta)
             for image, p in zip(chunk, probs, strict=True):
                 out.append(from_model_grid(p[None], image.shape)[0].numpy())
         return out
+
+    def physical_probabilities(
+        self, images: list[np.ndarray], spacings: list[tuple[float, float]], tta: bool, batch_size: int
+    ) -> list[np.ndarray]:
+        """``probabilities`` for a physical contract: each image at the model's pixel size, padded to a multiple of
+        2**depth, the result resampled back to the image's pixels. Images of one shape and pixel size are batched."""
+        out: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple, list[int]] = {}
+        for i, (image, spacing) in enumerate(zip(images, spacings, strict=True)):
+            groups.setdefault((np.shape(image), tuple(float(s) for s in spacing)), []).append(i)
+        for (shape, spacing), members in groups.items():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                x = torch.cat([preprocess(images[i], self.model.preprocessing, spacing) for i in chunk])
+                x, (rows, cols) = pad_to_multiple(x, 2**self.model.depth)
+                p = self.tiled(x, tta)[..., rows, cols]
+                p = F.interpolate(p, size=shape, mode="bilinear", align_corners=False)
+                for i, probability in zip(chunk, p, strict=True):
+                    out[i] = probability.numpy()
+        return out
+
+    def pixel_size(self, image: np.ndarray, spacing) -> tuple[tuple[float, float], str]:
+        """``spacing`` as (row, column) mm and "given", or when it is None the estimate and "estimated"."""
+        if spacing is not None:
+            return (float(spacing[0]), float(spacing[1])), "given"
+        size = estimate_pixel_size(self, np.asarray(image))
+        return (size, size), "estimated"
 
     def mask(self, probabilities: np.ndarray, label: str) -> np.ndarray:
         """One label's mask from a (labels, H, W) result of ``probabilities``, with the model's thresholds."""
@@ -194,12 +261,22 @@ class Segmenter:
         return content_box(shape, size, 2**self.model.depth)
 
     def predict(self, image: np.ndarray | str | Path | Slice, spacing=None, tta: bool | None = None) -> Prediction:
-        """Segment one slice (array, file path or ``Slice``); spacing is taken from the file when it has one."""
+        """Segment one slice (array, file path or ``Slice``).
+
+        The pixel size (row, column mm): ``spacing`` when given, else the file's, else, for a model with a physical
+        contract, estimated from the image (``hemseg.inference.scale``); the prediction says which it used.
+        """
+        source = "given" if spacing is not None else None
         if isinstance(image, (str, Path)):
             image = read_slice(image)
         if isinstance(image, Slice):
-            spacing = spacing or image.spacing
+            if spacing is None and image.spacing is not None:
+                spacing, source = image.spacing, "file"
             image = image.pixels
-        probs = self.probabilities([np.asarray(image)], tta=tta)[0]
+        image = np.asarray(image)
+        if spacing is None and self.physical:
+            spacing, source = self.pixel_size(image, None)
+        spacing = None if spacing is None else (float(spacing[0]), float(spacing[1]))
+        probs = self.probabilities([image], [spacing], tta=tta)[0]
         probabilities = dict(zip(self.labels, probs, strict=True))
-        return Prediction(probabilities, self.model.threshold, spacing, dict(self.model.seed_thresholds))
+        return Prediction(probabilities, self.model.threshold, spacing, dict(self.model.seed_thresholds), source)

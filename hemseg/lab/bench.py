@@ -3,8 +3,10 @@
 Each variant runs in a fresh process (so peak resident memory is its own) on the same machine, one after another:
 
 - parameters and GFLOP for one slice (torch's FlopCounterMode; a multiply-add counts 2) on the input the model
-  really gets: the paper's full 128x128 square for the paper U-Net, the part of its grid that holds the example
-  slice for the bundled model (``Segmenter.window``);
+  really gets: the paper's full 128x128 square for the paper U-Net; for the bundled model the example slice at its
+  pixel size, padded to a multiple of 16 (a physical contract), or the part of its grid that holds the slice
+  (``Segmenter.window``, a square grid). The example's pixel size, 1 mm, is given, as a DICOM or NIfTI file gives
+  its own: the estimate for files without one is timed apart (``hemseg lab scale`` measures its accuracy);
 - the plain fp32 eager forward pass alone on that input (median);
   (the end-to-end and batch columns go through ``Segmenter``, which windows every model, the paper's too);
 - end-to-end latency for one slice through ``Segmenter.predict`` and its masks (read array -> preprocess -> model
@@ -40,10 +42,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hemseg.inference.segmenter import BUNDLED_MODEL, Segmenter
 from hemseg.model import UNet, count_parameters
-from hemseg.preprocessing import preprocess
+from hemseg.preprocessing import pad_to_multiple, preprocess
 from hemseg.speed import fused_adam, precision_context
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "vb2_07_sagittal_042.png"
+EXAMPLE_SPACING = (1.0, 1.0)  # examples/manifest.csv; given as DICOM or NIfTI give theirs (no estimate is timed)
 # name: (model, optimize, precision, compile the training step)
 VARIANTS = {
     "paper U-Net, fp32 eager": ("paper", False, "fp32", False),
@@ -130,15 +133,19 @@ def measure(name: str, device: torch.device, quick: bool) -> dict:
     model = UNet.from_pretrained(BUNDLED_MODEL) if which == "bundled" else UNet(1, 1, 64)
     segmenter = Segmenter(model, which, device=device, precision=precision, optimize=optimize)
     image = np.asarray(Image.open(EXAMPLE))
-    x = preprocess(image, model.preprocessing).to(device)  # the paper U-Net: its whole 128x128 square
-    if which == "bundled":
+    x = preprocess(image, model.preprocessing, EXAMPLE_SPACING).to(device)  # the paper U-Net: its 128x128 square
+    if segmenter.physical:  # the whole slice at the model's pixel size, as Segmenter runs it
+        x = pad_to_multiple(x, 2**model.depth)[0]
+    elif which == "bundled":
         x = x[..., *segmenter.window(image.shape, tuple(x.shape[-2:]))]
     with FlopCounterMode(display=False) as counter:
         model.eval()(x)
     with torch.inference_mode():
         forward = timed(lambda: synchronized(model(x), device), 5 if quick else 20)
-        latency = timed(lambda: segmenter.predict(image).masks, 10 if quick else 50)  # masks are made on demand
-        batch = timed(lambda: segmenter.probabilities([image] * 32, batch_size=32), 2 if quick else 5, warmup=1)
+        # Masks are made on demand: timed with the prediction.
+        latency = timed(lambda: segmenter.predict(image, EXAMPLE_SPACING).masks, 10 if quick else 50)
+        images, spacings = [image] * 32, [EXAMPLE_SPACING] * 32
+        batch = timed(lambda: segmenter.probabilities(images, spacings, batch_size=32), 2 if quick else 5, warmup=1)
     steps = 2 if quick or which == "paper" else 10
     train = training_throughput(model, device, precision == "bf16", steps, compiled)
     return {

@@ -9,6 +9,7 @@ from hemseg.lab.calibrate import add_calibrate_command
 from hemseg.lab.ceilings import add_ceilings_command
 from hemseg.lab.compare import add_compare_command
 from hemseg.lab.robustness import add_robustness_command
+from hemseg.lab.scale import add_scale_command
 
 
 def add_lab_commands(lab: argparse.ArgumentParser) -> None:
@@ -20,3 +21,4 @@ def add_lab_commands(lab: argparse.ArgumentParser) -> None:
     add_ceilings_command(tools)
     add_compare_command(tools)
     add_robustness_command(tools)
+    add_scale_command(tools)

@@ -1,10 +1,12 @@
 """`hemseg lab robustness`: how a model's scores move when the images change the way another scanner or
-sequence changes them (noise, intensity curve, resolution, slice thickness, bias field, reversed contrast).
+sequence changes them (noise, intensity curve, resolution, slice thickness, bias field, reversed contrast), or the
+way a reader hands them over (a crop around the spine; a PNG that has lost its pixel size, zoomed).
 
 Each shift is applied to every slice of a split as it is stored (before the model's own preprocessing), the slice
 is cast back to its own integer type, and the split is scored as ``calibrate`` scores it (``seed_table``, with the
-model's own seeds). The truth is unchanged: no shift moves anatomy. Noise is deterministic per slice (seeded by its
-position in the split).
+model's own seeds). Intensity shifts leave the truth as it is; a crop is scored on the cropped part of the truth; a
+zoomed PNG's result is resized back onto the stored slice and scored there. Noise is deterministic per slice
+(seeded by its position in the split).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import numpy as np
 from skimage.transform import resize
 
 from hemseg.data.dataset import add_data_options, load, select_split
+from hemseg.evaluation.evaluate import View
 from hemseg.evaluation.seeds import seed_table
 from hemseg.files import write_csv
 from hemseg.inference.segmenter import Segmenter, add_model_options
 from hemseg.preprocessing import DEFAULT_PREPROCESSING
 
-Shift = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+Shift = Callable[[np.ndarray, np.random.Generator], np.ndarray]  # an intensity shift of the image alone
+Viewer = Callable[[np.ndarray, tuple[float, float], dict, np.random.Generator], View]  # what the model is shown
 COLUMNS = ("dice_fg", "pooled_dice", "slice_false_alarm_rate", "lesion_f1")
 
 
@@ -70,27 +74,70 @@ def inverted(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return image.max() + image.min() - image
 
 
-SHIFTS: dict[str, Shift] = {
-    "none": lambda image, rng: image,
-    "noise 0.04": noise(0.04),
-    "noise 0.08": noise(0.08),
-    "noise 0.12": noise(0.12),
-    "gamma 0.5": gamma(0.5),
-    "gamma 2": gamma(2.0),
-    "half resolution": half_resolution,
-    "thick slices": thick_slices,
-    "bias field": bias_field,
-    "inverted": inverted,
-}
-
-
 def shifted(image: np.ndarray, shift: Shift, rng: np.random.Generator) -> np.ndarray:
-    """``shift`` applied in floating point, then clipped and cast back to the image's own integer type."""
-    out = shift(image.astype(np.float64), rng)
-    if np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(image.dtype)
-        return np.clip(np.round(out), info.min, info.max).astype(image.dtype)
-    return out.astype(image.dtype)
+    """``shift`` applied in floating point, then cast back to the image's own type (``as_type``)."""
+    return as_type(shift(image.astype(np.float64), rng), image.dtype)
+
+
+def as_type(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` in ``dtype``; rounded and clipped to its range when that is an integer type."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.round(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def intensity(shift: Shift) -> Viewer:
+    """The shifted image, its pixel size and all of it scored."""
+    return lambda image, spacing, columns, rng: View(shifted(image, shift, rng), spacing)
+
+
+def crop(side_mm: float) -> Viewer:
+    """A square of ``side_mm`` around the spine (the centre of the labelled vertebral bodies; of the slice when it
+    shows none), clamped to the slice: what a reader keeps of a wide field of view. The pixel size is known."""
+
+    def view(image: np.ndarray, spacing, columns: dict, rng: np.random.Generator) -> View:
+        bodies = np.argwhere(columns["vertebral_body"] > 0) if "vertebral_body" in columns else np.empty((0, 2))
+        centre = bodies.mean(0) if len(bodies) else np.array(image.shape) / 2
+        region = []
+        for length, middle, pixel_mm in zip(image.shape, centre, spacing, strict=True):
+            half = side_mm / pixel_mm / 2
+            start = int(np.clip(round(middle - half), 0, max(length - 2 * half, 0)))
+            region.append(slice(start, min(length, start + round(2 * half))))
+        return View(image[tuple(region)], spacing, (region[0], region[1]))
+
+    return view
+
+
+def png(zoom: float) -> Viewer:
+    """The slice resized by ``zoom`` (anti-aliased when it shrinks) and handed over without its pixel size, as a
+    PNG exported at another size; the result is resized back and scored on the stored slice."""
+
+    def view(image: np.ndarray, spacing, columns: dict, rng: np.random.Generator) -> View:
+        shape = (max(1, round(image.shape[0] * zoom)), max(1, round(image.shape[1] * zoom)))
+        out = resize(image.astype(np.float64), shape, anti_aliasing=zoom < 1, preserve_range=True)
+        return View(as_type(out, image.dtype), None)
+
+    return view
+
+
+SHIFTS: dict[str, Viewer] = {
+    "none": intensity(lambda image, rng: image),
+    "noise 0.04": intensity(noise(0.04)),
+    "noise 0.08": intensity(noise(0.08)),
+    "noise 0.12": intensity(noise(0.12)),
+    "gamma 0.5": intensity(gamma(0.5)),
+    "gamma 2": intensity(gamma(2.0)),
+    "half resolution": intensity(half_resolution),
+    "thick slices": intensity(thick_slices),
+    "bias field": intensity(bias_field),
+    "inverted": intensity(inverted),
+    "crop 120 mm": crop(120.0),
+    "crop 80 mm": crop(80.0),
+    "png": png(1.0),
+    "png zoom 0.5": png(0.5),
+    "png zoom 2": png(2.0),
+}
 
 
 def robustness_table(
@@ -113,8 +160,8 @@ def robustness_table(
             None,
             candidates=tuple(own.values()),
             progress=progress,
-            transform=lambda image, index, shift=SHIFTS[name]: shifted(
-                image, shift, np.random.default_rng([seed, index])
+            transform=lambda image, index, spacing, columns, viewer=SHIFTS[name]: viewer(
+                image, spacing, columns, np.random.default_rng([seed, index])
             ),
             desc=name,
         )

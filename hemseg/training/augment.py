@@ -1,5 +1,6 @@
 """Batched augmentation for training, run on the training device: the paper's rotation, flips, elastic deformation
-and contrast, plus scaling, brightness, gamma, a bias field, noise, random intensity curves and blur."""
+and contrast, plus scaling, brightness, gamma, a bias field, noise, random intensity curves, random tissue
+intensities (after SynthSeg), blur and fields of view cut as a reader crops a slice."""
 
 from __future__ import annotations
 
@@ -40,6 +41,16 @@ class AugmentConfig:
     # epochs of fine-tuning it with 0.3 did not make it hold up better (docs/experiments.md, "Random blur").
     blur_p: float = 0.0
     blur_max_sigma: float = 2.0  # pixels of the model grid, along each axis
+    # Share of samples whose tissues get new intensities (``random_tissues``, after SynthSeg: Billot et al., Medical
+    # Image Analysis 2023): intensity classes of the image, each given a random grey level, so the model meets
+    # contrasts neither of our two sequences has (T1, STIR). Off by default.
+    tissue_p: float = 0.0
+    tissue_classes: tuple[int, int] = (3, 7)  # fewest and most intensity classes, drawn per batch
+    # Share of samples cut to a random field of view (``cut_field_of_view``): a rectangle from ``fov_min`` pixels a
+    # side up to the whole window, the rest black and unscored, the inside rescaled by its own percentiles as a
+    # reader's crop would be. With the physical contract, crops of any size are then the same task. Off by default.
+    fov_p: float = 0.0
+    fov_min: int = 48  # pixels of the model grid (60 mm at 1.25 mm a pixel)
 
 
 # Geometry and intensity left as they are: with ``crop``, ``augment`` then only cuts windows.
@@ -66,14 +77,18 @@ def _smooth_field(n: int, grid: int, size: tuple[int, int], generator: torch.Gen
     return F.interpolate(coarse, size=size, mode="bicubic", align_corners=True)
 
 
-def _crop_centres(masks: torch.Tensor, crop: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, a random foreground pixel (uniform over all pixels for empty masks) jittered by up to a quarter
-    of the crop, in the [-1, 1] coordinates of ``grid_sample``.
+def _crop_centres(
+    masks: torch.Tensor, crop: int, generator: torch.Generator, inside: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, a random foreground pixel (for empty masks a pixel of the image, ``inside`` where given, else any)
+    jittered by up to a quarter of the crop, in the [-1, 1] coordinates of ``grid_sample``.
 
     The window is put on whole pixels, so an unrotated, unscaled crop copies pixels instead of interpolating them.
     """
     n, _, h, w = masks.shape
-    weights = masks.amax(1).flatten(1).float() + 1e-6  # empty masks: every pixel equally likely
+    # Empty masks: every pixel of the image equally likely, so a slice through no body is not a window of padding.
+    fallback = 1e-6 * (1 if inside is None else inside.flatten(1).float() + 1e-6)
+    weights = masks.amax(1).flatten(1).float() + fallback
     index = torch.multinomial(weights, 1, generator=generator)[:, 0]
     jitter = (torch.rand(2, n, generator=generator, device=masks.device) - 0.5) * (crop / 2)
     half = (crop - 1) / 2  # from the window's first pixel to its centre
@@ -128,17 +143,86 @@ def random_blur(images: torch.Tensor, p: float, max_sigma: float, generator: tor
     return x.transpose(0, 1)
 
 
+def random_tissues(
+    images: torch.Tensor, p: float, classes: tuple[int, int], generator: torch.Generator, inside: torch.Tensor | None
+) -> torch.Tensor:
+    """Each image of a (B, 1, H, W) batch in [0, 1], with probability ``p``, given new tissue intensities.
+
+    After SynthSeg (Billot et al., Medical Image Analysis 2023), which draws a random intensity for every tissue
+    class: the pixels fall into K intensity classes (quantiles of the lightly smoothed image within ``inside``, K
+    drawn per batch from ``classes``), each class gets a random grey level, and each pixel keeps its offset from its
+    class's mean, scaled by a random gain, so texture and edges survive. The darkest class (air, cortical bone,
+    which are dark in every sequence) stays dark. Draws nothing from ``generator`` when ``p`` is 0.
+    """
+    if not p:
+        return images
+    n, device = images.shape[0], images.device
+    k = int(torch.randint(classes[0], classes[1] + 1, (1,), generator=generator, device=device))
+    smooth = F.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False).flatten(1)
+    valid = smooth if inside is None else torch.where(inside.flatten(1) > 0, smooth, torch.nan)
+    quantiles = torch.linspace(0, 1, k + 1, device=device)[1:-1]
+    thresholds = torch.nanquantile(valid.float(), quantiles, dim=1).T.nan_to_num(1.0)  # (B, K - 1)
+    tissue = (smooth[:, :, None] > thresholds[:, None, :]).sum(-1)  # (B, H * W) in [0, K)
+    flat = images.flatten(1)
+    one_hot = F.one_hot(tissue, k).to(flat.dtype)
+    means = (flat[:, :, None] * one_hot).sum(1) / one_hot.sum(1).clamp(min=1)  # (B, K)
+    levels = torch.rand(n, k, generator=generator, device=device)
+    levels[:, 0] = 0.15 * torch.rand(n, generator=generator, device=device)
+    gain = _uniform(0.5, 1.5, n, generator, device)[:, None]
+    remapped = levels.gather(1, tissue) + gain * (flat - means.gather(1, tissue))
+    chosen = torch.rand(n, generator=generator, device=device) < p
+    return torch.where(chosen[:, None, None, None], remapped.view_as(images).clamp(0, 1), images)
+
+
+def cut_field_of_view(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    weights: torch.Tensor | None,
+    p: float,
+    min_side: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """With probability ``p`` per sample, only a random rectangle of the (B, ., H, W) window is kept, as a reader
+    crops a slice: sides from ``min_side`` to the whole window, holding the window's centre (the anatomy the window
+    was centred on). Outside it the image is black and nothing is scored (``weights`` 0, masks 0); inside, the
+    image is rescaled by its own 0.5 and 99.5 percentiles, as preprocessing rescales a cropped upload. Draws
+    nothing from ``generator`` when ``p`` is 0."""
+    if not p:
+        return images, masks, weights
+    n, _, h, w = images.shape
+    device = images.device
+    spans = []
+    for length in (h, w):
+        side = torch.floor(_uniform(min(min_side, length), length + 1, n, generator, device)).clamp(max=length)
+        low = (length // 2 - side + 1).clamp(min=0)  # the box holds the centre pixel ...
+        high = torch.minimum(torch.full_like(side, length // 2), length - side)  # ... and stays in the window
+        start = torch.floor(low + torch.rand(n, generator=generator, device=device) * (high - low + 1)).clamp(max=high)
+        index = torch.arange(length, device=device)
+        spans.append((index >= start[:, None]) & (index < (start + side)[:, None]))
+    chosen = torch.rand(n, generator=generator, device=device) < p
+    box = (spans[0][:, :, None] & spans[1][:, None, :])[:, None] | ~chosen[:, None, None, None]
+    inside = torch.where(box, images, torch.nan).flatten(1).float()
+    low, high = torch.nanquantile(inside, torch.tensor([0.005, 0.995], device=device), dim=1)
+    rescaled = ((images - low[:, None, None, None]) / (high - low).clamp(min=1e-3)[:, None, None, None]).clamp(0, 1)
+    images = torch.where(chosen[:, None, None, None], rescaled, images) * box
+    weights = None if weights is None else weights * box
+    return images, masks * box, weights
+
+
 def augment(
     images: torch.Tensor,
     masks: torch.Tensor,
     generator: torch.Generator,
     config: AugmentConfig = AugmentConfig(),
     crop: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment a batch on its own device: images (B, 1, H, W) in [0, 1], masks (B, C, H, W) in {0, 1}.
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Augment a batch on its own device: images (B, 1, H, W) in [0, 1], masks (B, C, H, W) in {0, 1}, and the
+    optional (B, C, H, W) loss weights in {0, 1} (``hemseg.training.tensors.label_weights``).
 
-    One geometric warp (rotation, scale, flips, elastic) moves image and masks together; blur and intensity
-    changes touch the image only. Deterministic for a given generator state. Masks come back binary.
+    One geometric warp (rotation, scale, flips, elastic) moves image, masks and weights together (pixels warped in
+    from outside get weight 0); blur and intensity changes touch the image only. Deterministic for a given generator
+    state. Masks and weights come back binary.
 
     ``crop``: return (B, ., crop, crop) windows of the warped batch instead, each centred near a random foreground
     pixel (any label; anywhere when the masks are empty), so training at a fine grid costs what a coarse one does.
@@ -153,7 +237,8 @@ def augment(
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     # theta maps output coordinates to input ones in [-1, 1]; a crop is a window of w / full_w of the input.
     zoom_x, zoom_y = w / full_w, h / full_h
-    centre_x, centre_y = _crop_centres(masks, crop, generator) if crop else (torch.zeros_like(cos),) * 2
+    inside = None if weights is None else weights.amax(1, keepdim=True)
+    centre_x, centre_y = _crop_centres(masks, crop, generator, inside) if crop else (torch.zeros_like(cos),) * 2
     theta = torch.stack(
         [
             torch.stack([cos * flip_x * zoom_x, -sin * zoom_y, centre_x], -1),
@@ -168,12 +253,19 @@ def augment(
     grid = grid + (alpha * displacement * elastic[:, None, None, None]).permute(0, 2, 3, 1)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     masks = F.grid_sample(masks.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
+    if weights is not None:
+        weights = (
+            F.grid_sample(weights, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
+        ).float()
+    images, masks, weights = cut_field_of_view(images, masks, weights, config.fov_p, config.fov_min, generator)
     images = random_blur(images, config.blur_p, config.blur_max_sigma, generator)  # the truth stays sharp
 
     def per_sample(values: torch.Tensor) -> torch.Tensor:
         return values[:, None, None, None]
 
     images = random_curves(images, config.curve_p, config.curve_points, generator)
+    inside = None if weights is None else weights.amax(1, keepdim=True)
+    images = random_tissues(images, config.tissue_p, config.tissue_classes, generator, inside)
     mean = images.mean(dim=(-2, -1), keepdim=True)
     images = (images - mean) * per_sample(_uniform(*config.contrast, n, generator, device)) + mean
     images = images + per_sample(_uniform(*config.brightness, n, generator, device))
@@ -182,4 +274,4 @@ def augment(
     images = images * torch.exp(bias - bias.mean(dim=(-2, -1), keepdim=True))
     noise = torch.randn(images.shape, generator=generator, device=device)
     images = images + noise * per_sample(_uniform(*config.noise_std, n, generator, device))
-    return images.clamp(0, 1), masks.float()
+    return images.clamp(0, 1), masks.float(), weights

@@ -100,9 +100,14 @@ def augmentation_note(recipe: Recipe) -> str:
     aug = recipe.augmentation
     if not aug.enabled:
         return "augmentation off"
-    curves = f", random intensity curves on {aug.curve_p:g} of the samples" if aug.curve_p else ""
-    blur = f", Gaussian blur of sd up to {aug.blur_max_sigma:g} grid pixels on {aug.blur_p:g} of the samples"
-    return f"augmentation on (noise sd up to {aug.noise_std[1]:g}{curves}{blur if aug.blur_p else ''})"
+    parts = [f"noise sd up to {aug.noise_std[1]:g}"]
+    parts += [f"random intensity curves on {aug.curve_p:g} of the samples"] * bool(aug.curve_p)
+    parts += [f"random tissue intensities on {aug.tissue_p:g}"] * bool(aug.tissue_p)
+    parts += [f"Gaussian blur of sd up to {aug.blur_max_sigma:g} grid pixels on {aug.blur_p:g} of the samples"] * bool(
+        aug.blur_p
+    )
+    parts += [f"fields of view cut down to {aug.fov_min} pixels on {aug.fov_p:g}"] * bool(aug.fov_p)
+    return f"augmentation on ({', '.join(parts)})"
 
 
 def training_note(run: dict[str, Any], recipe: Recipe) -> str:
@@ -124,7 +129,9 @@ def training_note(run: dict[str, Any], recipe: Recipe) -> str:
         f"UNet(base_channels={model.base_channels}, depth={model.depth}), Adam lr {lr}, loss {training.loss}, batch "
         f"{training.batch_size} per process{crop}, {augmentation_note(recipe)}{noisy}, seed {training.seed}; best "
         f"validation {run['selected_by']} (mean over labels) {run['best_val_score']:.4f} at epoch {run['best_epoch']} "
-        f"of {run['epochs_run']}. Per-epoch log: training_log.csv; curves: training_curves.png.{seed_note}"
+        f"of {run['epochs_run']}"
+        + (f", stopped by {run['stopped_by']}" if "stopped_by" in run else "")
+        + f". Per-epoch log: training_log.csv; curves: training_curves.png.{seed_note}"
     )
 
 
@@ -140,7 +147,18 @@ def write_model_card(folder: Path, run: dict[str, Any], model_name: str) -> Path
     info = run.get("data_info")
     dataset_name = info["name"] if info else Path(str(run["data"])).name
     recipe = Recipe.from_dict(run["recipe"])
-    size = recipe.model.image_size
+    if recipe.model.spacing_mm is None:
+        size = recipe.model.image_size
+        fit = (
+            f"padded to a square\n  and resized to {size}x{size}; the network runs on the part of that grid which "
+            "holds the image"
+        )
+    else:
+        fit = (
+            f"resampled to\n  {recipe.model.spacing_mm:g} mm pixels (the pixel size from the file, or given, or "
+            "estimated by the model), padded to a\n  multiple of "
+            f"{2**recipe.model.depth}; the network runs over the whole slice"
+        )
     data = ModelCardData(
         model_name=model_name,
         library_name="hemseg",
@@ -197,8 +215,7 @@ The whole recipe (`--recipe` takes this file):
 
 - For research on spine hemangioma segmentation and for trying hemseg; not for diagnosis or treatment.
 - {data_limits(info)}
-- Input: one grayscale slice of any size; intensities are scaled by their own percentiles, padded to a square
-  and resized to {size}x{size}; the network runs on the part of that grid which holds the image.
+- Input: one grayscale slice of any size; intensities are scaled by their own percentiles, {fit}.
   Output: one probability map per label, resized back to the input.
 
 ## How to load

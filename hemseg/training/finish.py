@@ -22,6 +22,15 @@ from hemseg.training.recipe import Recipe
 from hemseg.training.state import TrainingState
 
 
+def stop_reason(recipe: Recipe, state: TrainingState) -> str:
+    """Why the run ended: early stopping (validation stalled), its time limit, or its last epoch."""
+    if state.stalled(recipe.training.patience):
+        return "early stopping"
+    if state.epoch < recipe.training.epochs and recipe.training.time_limit_min is not None:
+        return "time limit"
+    return "last epoch"
+
+
 def finish(
     recipe: Recipe,
     data: str,
@@ -66,6 +75,7 @@ def finish(
         metrics.update(
             best_epoch=state.best_epoch,
             epochs_run=state.epoch,
+            stopped_by=stop_reason(recipe, state),
             selected_by=state.select_by,
             best_val_score=state.best_score,
             seed_thresholds=model.seed_thresholds,

@@ -36,13 +36,13 @@ def validate(
     model.eval()
     losses, counts, planes = [], [], []
     for (idx,) in loader:
-        images, masks, batch_planes = data.batch(idx, accelerator.device)
+        images, masks, weights, batch_planes = data.batch(idx, accelerator.device)
         if noise_sd:
             images = with_slice_noise(images, idx, noise_sd)
         logits = model(images)
         # One loss per slice, so the duplicates that pad the last batch of a process are dropped exactly.
-        loss = per_sample_loss(logits, masks)
-        batch = accelerator.gather_for_metrics((loss, confusion_counts(logits > 0, masks), batch_planes))
+        loss = per_sample_loss(logits, masks, weights)
+        batch = accelerator.gather_for_metrics((loss, confusion_counts(logits > 0, masks, weights), batch_planes))
         losses.append(batch[0])
         counts.append(batch[1])
         planes.append(batch[2])
@@ -69,17 +69,16 @@ def train_epoch(
     losses, counts, planes = [], [], []
     bar = tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process)
     for step, (idx,) in enumerate(bar):
-        images, masks, batch_planes = data.batch(idx, accelerator.device)
+        images, masks, weights, batch_planes = data.batch(idx, accelerator.device)
         if augmentation or crop:
-            images, masks = augment(images, masks, generator, augmentation or NO_AUGMENT, crop)
+            images, masks, weights = augment(images, masks, generator, augmentation or NO_AUGMENT, crop, weights)
         logits = model(images.contiguous(memory_format=memory_format))
-        loss = loss_fn(logits, masks)
+        loss = loss_fn(logits, masks, weights)
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad()
-        gathered = accelerator.gather_for_metrics(
-            (loss.detach().expand(len(idx)), confusion_counts(logits.detach() > 0, masks), batch_planes)
-        )
+        batch_counts = confusion_counts(logits.detach() > 0, masks, weights)
+        gathered = accelerator.gather_for_metrics((loss.detach().expand(len(idx)), batch_counts, batch_planes))
         losses.append(gathered[0])
         counts.append(gathered[1])
         planes.append(gathered[2])

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from hemseg.preprocessing import DEFAULT_PREPROCESSING, SPACING_FIT
 from hemseg.training.augment import AugmentConfig
 from hemseg.training.losses import LOSSES
 from hemseg.training.state import DEFAULT_SELECTION, NOISY_SELECTIONS, SELECTION_SCORES
@@ -29,7 +30,9 @@ class ModelSettings:
     labels: tuple[str, ...] = ("vertebral_body", "hemangioma")  # one sigmoid output each; the paper: hemangioma
     base_channels: int = 64
     depth: int = 4
-    image_size: int = 128  # side of the square model grid
+    image_size: int = 128  # side of the square model grid (the paper's fit)
+    # The physical contract instead: slices resampled to this pixel size (mm), the network run over the whole slice.
+    spacing_mm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class TrainingSettings:
     seed: int = 0
     crop_size: int | None = None  # train on windows of this side around the anatomy instead of the whole grid
     channels_last: bool = False  # faster with bf16 on CPUs with AMX
+    time_limit_min: float | None = None  # stop after the epoch that passes this many minutes (a lent GPU's budget)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,13 @@ class Recipe:
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The model's preprocessing contract (its config.json's ``preprocessing``): the paper's square grid of
+        ``model.image_size``, or with ``model.spacing_mm`` the physical one."""
+        if self.model.spacing_mm is None:
+            return {**DEFAULT_PREPROCESSING, "size": [self.model.image_size] * 2}
+        return {**DEFAULT_PREPROCESSING, **SPACING_FIT, "spacing_mm": self.model.spacing_mm}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Recipe:
@@ -132,18 +143,27 @@ class Recipe:
             (not model.labels, "model.labels must name at least one label"),
             (model.base_channels < 1 or model.depth < 1, "model.base_channels and model.depth must be at least 1"),
             (model.image_size < step, f"model.image_size must be at least {step} (2 ** model.depth)"),
+            (model.spacing_mm is not None and model.spacing_mm <= 0, "model.spacing_mm must be above 0"),
             (
-                training.crop_size is not None
-                and not (step <= training.crop_size <= model.image_size and training.crop_size % step == 0),
-                f"training.crop_size must be a multiple of {step} between {step} and model.image_size",
+                training.crop_size is not None and not (step <= training.crop_size and training.crop_size % step == 0),
+                f"training.crop_size must be a multiple of {step} (2 ** model.depth)",
+            ),
+            (
+                model.spacing_mm is None and (training.crop_size or 0) > model.image_size,
+                "training.crop_size must be at most model.image_size",
             ),
             (training.loss not in LOSSES, f"training.loss must be one of {', '.join(LOSSES)}"),
             (min(training.epochs, training.patience) < 0, "training.epochs and training.patience must be 0 or more"),
             (training.batch_size < 1, "training.batch_size must be at least 1"),
             (training.lr < 0, "training.lr must be 0 or more"),  # 0: only BatchNorm statistics move
+            ((training.time_limit_min or 1) <= 0, "training.time_limit_min must be above 0"),
             (min(aug.noise_std) < 0, "augmentation.noise_std must be 0 or more"),
             (not 0 <= aug.curve_p <= 1, "augmentation.curve_p must be between 0 and 1"),
             (not 0 <= aug.blur_p <= 1, "augmentation.blur_p must be between 0 and 1"),
+            (not 0 <= aug.tissue_p <= 1, "augmentation.tissue_p must be between 0 and 1"),
+            (not 0 <= aug.fov_p <= 1, "augmentation.fov_p must be between 0 and 1"),
+            (not 2 <= aug.tissue_classes[0] <= aug.tissue_classes[1], "augmentation.tissue_classes: 2 <= low <= high"),
+            (aug.fov_min < step, f"augmentation.fov_min must be at least {step} pixels"),
             (
                 val.select_by not in SELECTION_SCORES,
                 f"validation.select_by must be one of {', '.join(SELECTION_SCORES)}",

@@ -1,6 +1,6 @@
 """Train the hemseg U-Net with Hugging Face Accelerate (`accelerate launch train.py`, or `hemseg train`).
 
-    accelerate launch train.py --recipe configs/bundled.yaml --data build/spine-slices --output-dir runs/m
+    accelerate launch train.py --recipe configs/physical.yaml --data build/spine-slices --output-dir runs/m
     accelerate launch --cpu train.py ...   # no GPU: --cpu lets the process use every core
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 train.py ...  # two CPU processes
     accelerate launch --multi_gpu --num_processes 4 --mixed_precision bf16 train.py ...  # four GPUs
@@ -34,7 +34,6 @@ from hemseg.files import atomic_folder, write_csv
 from hemseg.hub import push_folder
 from hemseg.inference.segmenter import load_model
 from hemseg.model import UNet
-from hemseg.preprocessing import DEFAULT_PREPROCESSING
 from hemseg.speed import fused_adam
 from hemseg.training.checkpoints import (
     COMMANDS_FILE,
@@ -50,7 +49,14 @@ from hemseg.training.loop import train_epoch, validate_epoch
 from hemseg.training.losses import make_loss
 from hemseg.training.recipe import Recipe, load_recipe
 from hemseg.training.state import TrainingState, epoch_metrics, read_log, selection_score
-from hemseg.training.tensors import SliceTensors, check_host_memory, load_tensors, resident_device, slice_bytes
+from hemseg.training.tensors import (
+    SliceTensors,
+    canvas_side,
+    check_host_memory,
+    load_tensors,
+    resident_device,
+    slice_bytes,
+)
 
 # Flags that change one training setting of the recipe.
 TRAINING_FLAGS = {"epochs": int, "batch_size": int, "lr": float, "seed": int}
@@ -122,11 +128,8 @@ def resolve_recipe(args: argparse.Namespace, work_dir: Path) -> Recipe:
 def initial_model(recipe: Recipe, init_from: str | None, say) -> UNet:
     """A fresh UNet for the recipe, or with ``init_from``'s weights (fine-tuning): strict, so an architecture
     mismatch is an error, not random weights."""
-    labels = list(recipe.model.labels)
-    preprocessing = {**DEFAULT_PREPROCESSING, "size": [recipe.model.image_size] * 2}
-    model = UNet(
-        1, len(labels), recipe.model.base_channels, recipe.model.depth, labels=labels, preprocessing=preprocessing
-    )
+    labels, size = list(recipe.model.labels), recipe.model
+    model = UNet(1, len(labels), size.base_channels, size.depth, labels, preprocessing=recipe.preprocessing())
     if not init_from:
         return model
     start = load_model(init_from)
@@ -152,11 +155,10 @@ def initial_model(recipe: Recipe, init_from: str | None, say) -> UNet:
 
 def resident_slices(dataset, recipe: Recipe, accelerator: Accelerator, started: float):
     """Every slice preprocessed once; on the device when it fits (no loader workers, no per-batch decoding)."""
-    labels, size = list(recipe.model.labels), recipe.model.image_size
-    needed = slice_bytes(len(dataset), len(labels), size)
+    labels, preprocessing, multiple = list(recipe.model.labels), recipe.preprocessing(), 2**recipe.model.depth
+    needed = slice_bytes(len(dataset), len(labels), canvas_side(dataset, preprocessing, multiple))
     check_host_memory(needed, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))  # torchrun's processes on this machine
-    preprocessing = {**DEFAULT_PREPROCESSING, "size": [size, size]}
-    data = load_tensors(dataset, labels, preprocessing, progress=accelerator.is_local_main_process)
+    data = load_tensors(dataset, labels, preprocessing, accelerator.is_local_main_process, multiple=multiple)
     resident = resident_device(needed, accelerator.device)
     data = data.to(resident)
     accelerator.print(
@@ -281,12 +283,17 @@ def train(args: argparse.Namespace) -> int:
         if improved:
             state.best_score, state.best_epoch = score, epoch + 1
         stop = state.stalled(training.patience)
+        out_of_time = past_time_limit(accelerator, started, training.time_limit_min)
         # A checkpoint every checkpoints.every epochs, and after each new best epoch and the last one.
-        due = improved or stop or state.epoch == training.epochs or state.epoch % recipe.checkpoints.every == 0
+        last = stop or out_of_time or state.epoch == training.epochs
+        due = improved or last or state.epoch % recipe.checkpoints.every == 0
         saved = save_epoch(accelerator, model, log, work_dir, best=improved, checkpoint=due)
         accelerator.print(f"{epoch_message(row, labels, validation.noise)} ({row['seconds']:.1f} s{saved})")
         if stop:
             accelerator.print(f"early stop: no improvement for {training.patience} epochs")
+            break
+        if out_of_time:
+            accelerator.print(f"time limit: {training.time_limit_min:g} minutes passed after epoch {state.epoch}")
             break
 
     # Evaluate the best weights on the held-out cases and write the model folder
@@ -298,6 +305,14 @@ def train(args: argparse.Namespace) -> int:
             return push_folder(output_dir, args.hub_model_id, args.private)
     accelerator.end_training()
     return 0
+
+
+def past_time_limit(accelerator: Accelerator, started: float, limit_min: float | None) -> bool:
+    """Whether the run has passed its time limit, by the clock of any of its processes (they stop together)."""
+    if limit_min is None:
+        return False
+    late = torch.tensor(float(time.perf_counter() - started >= 60 * limit_min), device=accelerator.device)
+    return bool(accelerator.reduce(late, reduction="sum") > 0)
 
 
 def say_where(accelerator: Accelerator) -> None:

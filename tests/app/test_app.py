@@ -193,3 +193,13 @@ def test_the_page_offers_two_api_endpoints_and_keeps_its_own_events_private():
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert public == {"segment", "segment_volume"}  # sliders and redraws are the page's, not the API's
     assert any(fn.api_name == "load_example" for fn in demo.fns.values())  # the examples load on click
+
+
+def test_the_summary_says_which_pixel_size_was_used_and_a_given_one_wins(tmp_path):
+    app = App(Segmenter.load())  # the bundled model: a physical contract, which estimates a PNG's pixel size
+    summary = app.segment(str(EXAMPLE))[7]
+    assert "mm (estimated by the model)" in summary and "mm²" in summary
+    assert "pixel size 0.9 x 0.9 mm (as given)" in app.segment(str(EXAMPLE), pixel_size=0.9)[7]
+    path = tmp_path / "volume.nii.gz"
+    nib.save(nib.Nifti1Image(synthetic_ras()[0], np.diag([0.8, 0.8, 0.8, 1.0])), path)
+    assert "pixel size 0.8 x 0.8 mm (from the file)" in app.segment(str(path), plane="axial", pixel_size=0)[7]

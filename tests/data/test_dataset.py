@@ -24,6 +24,11 @@ def test_slice_folder_loads_as_a_dataset(folder):
     assert set(np.unique(example["vertebral_body"])) <= {0, 255}
     assert example["spacing"].tolist() == [1.0, 1.0]
     assert set(ds["split"]) <= {"train", "val", "test"}
+    # Whole slices: coronal and sagittal ones are labelled only between two rows, axial ones on every row.
+    for first, end, height, plane in zip(
+        *np.asarray(ds["labelled_rows"]).T, (image.height for image in ds["image"]), ds["plane"], strict=True
+    ):
+        assert (0 <= first < end <= height and (first, end) != (0, height)) or plane == 0
 
 
 def test_saved_dataset_round_trip(folder, tmp_path):

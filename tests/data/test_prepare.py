@@ -50,7 +50,7 @@ def test_prepare_writes_a_complete_slice_folder(tmp_path, nifti_cases):
     assert {r["plane"] for r in rows if int(r["hemangioma_px"]) > 0} == {"axial", "coronal", "sagittal"}
 
 
-def test_slices_stop_short_of_unlabelled_vertebrae(tmp_path):
+def test_whole_slices_say_where_the_bodies_are_labelled(tmp_path):
     image, label = synthetic_ras()
     label[label == 3] = 0  # the top body stays in the image but has no mask, like T10 above a T11-L5 label
     save_nifti(image, tmp_path / "top_01_image.nii.gz")
@@ -58,12 +58,21 @@ def test_slices_stop_short_of_unlabelled_vertebrae(tmp_path):
     out = prepare([tmp_path / "top_01_image.nii.gz"], tmp_path / "slices", sampling=SamplingConfig(label_margin_mm=4))
     rows = manifest(out)
     labelled = np.flatnonzero(label.any(axis=(0, 1)))  # z 8..43
+    nz = label.shape[2]
     axial = [int(r["index"]) for r in rows if r["plane"] == "axial"]
+    # Axial slices outside the labelled extent show only an unlabelled body: none is cut.
     assert min(axial) >= labelled[0] - 4 and max(axial) <= labelled[-1] + 4
     assert max(axial) > labelled[-1]  # the margin itself is kept
     for row in rows:
-        if row["plane"] != "axial":  # superior-inferior runs down the rows: only the span and its margins
-            assert int(row["height"]) == labelled[-1] - labelled[0] + 1 + 2 * 4
+        first, end = int(row["labelled_from"]), int(row["labelled_to"])
+        if row["plane"] == "axial":
+            assert (first, end) == (0, int(row["height"]))
+            continue
+        # The whole slice, superior up: the unlabelled top body is in it, above the labelled rows.
+        assert int(row["height"]) == nz
+        assert (first, end) == (nz - (labelled[-1] + 1 + 4), nz - (labelled[0] - 4))
+        body = read(out / row["file"].replace(".png", "_vertebral_body.png")) > 0
+        assert not body[:first].any() and not body[end:].any()
     for z in axial:  # the manifest's index is still the slice number of the volume
         stem = f"top_01_axial_{z:03d}"
         expected = (label[:, :, z] > 0).T[::-1, ::-1]
@@ -86,6 +95,18 @@ def test_splits_are_by_case_and_deterministic():
     for source in ("vb2", "vb3"):
         assert {s for c, s in splits.items() if c.startswith(source)} == {"train", "val", "test"}
     assert sum(s == "val" for s in splits.values()) == round(17 * 0.15) + round(54 * 0.15)
+
+
+def test_a_held_out_source_is_all_test_and_the_others_train_and_val():
+    cases = [f"vb2_{i:02d}" for i in range(17)] + [f"vb3_{i:02d}" for i in range(54)]
+    splits = assign_splits(cases, (0.7, 0.15, 0.15), seed=0, test_sources=("vb2",))
+    assert {splits[c] for c in cases[:17]} == {"test"}
+    vb3 = [splits[c] for c in cases[17:]]
+    assert vb3.count("test") == 0 and vb3.count("val") == round(54 * 0.15 / 0.85)  # the shares' proportion
+    with pytest.raises(ValueError, match="no case of the held-out source"):
+        assign_splits(cases, (0.7, 0.15, 0.15), seed=0, test_sources=("vb9",))
+    with pytest.raises(ValueError, match="nothing is left to train on"):
+        assign_splits(cases, (0.7, 0.15, 0.15), seed=0, test_sources=("vb2", "vb3"))
 
 
 def test_every_slice_of_a_case_has_the_case_split(tmp_path):

@@ -72,3 +72,23 @@ def test_volume_without_vertebrae_gets_no_lesion():
         image, np.zeros_like(label), (1, 1, 1), np.random.default_rng(0), ALWAYS_THREE
     )
     assert lesions == [] and not mask.any() and np.array_equal(out, image)
+
+
+def test_lesions_range_from_darker_to_brighter_and_over_every_texture_and_share_bodies():
+    lesions = []
+    for seed in range(40):
+        lesions += simulate(seed, SimulatorConfig(lesion_count_weights=(0, 0, 0, 0, 1)))[4]
+    contrasts = [lesion.contrast for lesion in lesions]
+    assert min(contrasts) < 0.6 and max(contrasts) > 2.0  # much darker than marrow to much brighter
+    assert all(abs(c - 1) > 0.1 for c in contrasts)  # none iso-intense
+    assert {lesion.texture for lesion in lesions} == {"trabecular", "spotted", "plain"}
+    assert any(lesion.lobes for lesion in lesions)  # lobulated ones, of several ellipsoids
+    per_case = [lesions[i : i + 4] for i in range(0, len(lesions), 4)]
+    assert any(len({lesion.vertebra for lesion in case}) < 4 for case in per_case)  # several in one body
+
+
+def test_a_large_lesion_can_fill_its_body():
+    config = SimulatorConfig(lesion_count_weights=(0, 1), radius_mm=(25.0, 30.0), irregularity=(0.0, 0.0))
+    _, label, _, mask, (lesion,) = simulate(0, config)
+    body = label == lesion.vertebra
+    assert mask[body].mean() > 0.9 and not (mask & ~body).any()

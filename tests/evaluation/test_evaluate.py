@@ -6,8 +6,11 @@ import pytest
 from conftest import run
 from PIL import Image
 
+from hemseg import Segmenter, UNet
+from hemseg.data.dataset import load, select_split
 from hemseg.data.volumes import source_of
-from hemseg.evaluation.evaluate import contrast_table, source_table, write_report
+from hemseg.evaluation.evaluate import contrast_table, evaluate_dataset, source_table, write_report
+from hemseg.evaluation.seeds import seed_table
 from hemseg.metrics import contrast_to_noise, slice_metrics
 
 
@@ -42,12 +45,16 @@ def test_evaluate_command_reports_per_label_and_plane(trained_model, tiny_slices
     with open(tmp_path / "r" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["label"], r["plane"]) for r in rows} >= {("hemangioma", "axial"), ("vertebral_body", "overall")}
-    # Each slice's contrast column describes its truth on the image as read, whatever the model predicted.
+    # Each slice's contrast column describes its truth on the image as read, whatever the model predicted; for
+    # vertebral bodies within the rows where they are labelled, as they are scored.
     with open(tmp_path / "r" / "per_slice.csv") as f:
         slices = list(csv.DictReader(f))
+    with open(tiny_slices / "manifest.csv") as f:
+        labelled = {row["file"]: slice(int(row["labelled_from"]), int(row["labelled_to"])) for row in csv.DictReader(f)}
     for row in slices[:40]:
-        image = np.asarray(Image.open(tiny_slices / row["file"]))
-        truth = np.asarray(Image.open(tiny_slices / row["file"].replace(".png", f"_{row['label']}.png"))) > 0
+        rows = labelled[row["file"]] if row["label"] == "vertebral_body" else slice(None)
+        image = np.asarray(Image.open(tiny_slices / row["file"]))[rows]
+        truth = np.asarray(Image.open(tiny_slices / row["file"].replace(".png", f"_{row['label']}.png")))[rows] > 0
         expected = contrast_to_noise(image, truth)
         assert math.isnan(expected) if math.isnan(float(row["contrast"])) else float(row["contrast"]) == expected
     assert any(not math.isnan(float(row["contrast"])) for row in slices[:40])
@@ -103,3 +110,32 @@ def test_report_has_a_source_table_only_for_several_named_sources(tmp_path, case
     ]
     write_report(records, tmp_path, "t", "note")
     assert (tmp_path / "report.md").read_text().count("| Source |") == tables
+
+
+class Oracle(Segmenter):
+    """Answers each slice of a split, in order, with its own truth plus a vertebral body drawn above the rows where
+    bodies are labelled: an unlabelled vertebra that a model rightly finds."""
+
+    def __init__(self, dataset):
+        super().__init__(UNet(1, 2, 4, labels=["vertebral_body", "hemangioma"]), "oracle")
+        self.answers = iter(dataset.with_format("numpy"))
+
+    def probabilities(self, images, spacings=None, tta=None, batch_size=16):
+        out = []
+        for _ in images:
+            row = next(self.answers)
+            truth = np.stack([row["vertebral_body"] > 0, row["hemangioma"] > 0]).astype(np.float32)
+            first = int(row["labelled_rows"][0])
+            truth[0, : max(first - 1, 0)] = 1.0  # everything above the labelled rows called vertebral body
+            out.append(truth)
+        return out
+
+
+def test_vertebral_bodies_are_scored_only_within_the_rows_where_they_are_labelled(tiny_slices):
+    dataset = select_split(load(tiny_slices), "val")
+    records = evaluate_dataset(Oracle(dataset), dataset, None, progress=False)
+    bodies = [r for r in records if r["label"] == "vertebral_body"]
+    assert bodies and all(r["fp"] == 0 and r["fn"] == 0 for r in bodies)  # what lies beyond is not counted
+    assert all(r["fp"] == 0 for r in records if r["label"] == "hemangioma")
+    seeds = seed_table(Oracle(dataset), dataset, None, candidates=(), progress=False)
+    assert {row["label"]: row["pooled_dice"] for row in seeds} == {"vertebral_body": 1.0, "hemangioma": 1.0}

@@ -7,6 +7,8 @@ import numpy as np
 from conftest import EXAMPLE, dicom_slice, run
 from PIL import Image
 
+from hemseg.cli import main
+
 
 def test_predict_command_writes_masks_overlays_and_a_table(trained_model, tiny_slices, tmp_path):
     inputs = tmp_path / "in"
@@ -59,3 +61,22 @@ def test_predict_skips_what_it_cannot_read_and_keeps_every_output(trained_model,
     assert rows["second/IM0001"]["area_unit"] == "mm2"
     refused = run([*command[:5], "--out", str(first / "slice.png")], check=False)  # --out names a file
     assert refused.returncode == 2 and "slice.png" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_predict_reports_the_pixel_size_it_used_and_takes_one_given(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(EXAMPLE, inputs / "slice.png")  # a PNG: no pixel size of its own
+    dicom_slice(inputs / "scan.dcm", np.arange(64 * 48, dtype=np.uint16).reshape(64, 48), spacing=(0.7, 0.7))
+    out = tmp_path / "out"
+    run(["-m", "hemseg", "predict", str(inputs), "--out", str(out)])  # the bundled model: a physical contract
+    with open(out / "predictions.csv") as f:
+        rows = {Path(row["file"]).name: row for row in csv.DictReader(f)}
+    assert rows["scan.dcm"]["spacing_source"] == "file" and float(rows["scan.dcm"]["spacing_row"]) == 0.7
+    assert rows["slice.png"]["spacing_source"] == "estimated" and 0.5 < float(rows["slice.png"]["spacing_row"]) < 2
+    assert main(["predict", str(inputs), "--out", str(out), "--pixel-size", "0.9"]) == 0  # the same, in this process
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(row["spacing_source"], row["spacing_row"], row["area_unit"]) for row in rows} == {("given", "0.9", "mm2")}
+    assert main(["predict", str(inputs), "--out", str(out), "--pixel-size", "-1"]) == 2
+    assert "--pixel-size must be above 0 mm" in capsys.readouterr().err

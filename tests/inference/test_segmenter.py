@@ -8,8 +8,9 @@ from conftest import EXAMPLE, dicom_slice, run
 from PIL import Image
 
 from hemseg import Segmenter, UNet
+from hemseg.inference.scale import estimate_pixel_size
 from hemseg.inference.segmenter import Prediction, cut, parse_model_spec
-from hemseg.preprocessing import from_model_grid, preprocess
+from hemseg.preprocessing import DEFAULT_PREPROCESSING, SPACING_FIT, from_model_grid, preprocess
 
 
 def test_prediction_has_the_input_size_and_its_numbers(trained_model, tmp_path):
@@ -26,8 +27,8 @@ def test_prediction_has_the_input_size_and_its_numbers(trained_model, tmp_path):
     assert lower.masks["hemangioma"].all() and lower.probabilities is prediction.probabilities
 
 
-def test_skipping_the_grid_padding_changes_almost_nothing():
-    segmenter = Segmenter.load()  # the bundled model, on a long real slice that leaves wide padding bands
+def test_skipping_the_grid_padding_changes_almost_nothing(trained_model):
+    segmenter = Segmenter.load(trained_model)  # a square-grid model, on a long real slice: wide padding bands
     image = np.asarray(Image.open(EXAMPLE))
     x = preprocess(image, segmenter.model.preprocessing)
     _, cols = segmenter.window(image.shape, tuple(x.shape[-2:]))
@@ -148,3 +149,42 @@ def test_seed_thresholds_travel_in_the_config(tmp_path):
         UNet(1, 1, 4, seed_thresholds={"vertebral_body": 0.9})
     with pytest.raises(ValueError, match="at most 1"):
         UNet(1, 1, 4, seed_thresholds={"hemangioma": 1.5})
+
+
+def physical_model(tile: int = 512) -> UNet:
+    torch.manual_seed(0)
+    contract = {**DEFAULT_PREPROCESSING, **SPACING_FIT, "spacing_mm": 1.25, "tile": tile}
+    return UNet(1, 2, 8, labels=["vertebral_body", "hemangioma"], preprocessing=contract)
+
+
+def test_a_physical_model_answers_at_the_input_size_and_says_which_pixel_size_it_used():
+    segmenter = Segmenter(physical_model(), "physical")
+    image = np.asarray(Image.open(EXAMPLE))
+    given = segmenter.predict(image, spacing=(0.8, 0.8))
+    assert given.spacing == (0.8, 0.8) and given.spacing_source == "given"
+    assert given.probabilities["vertebral_body"].shape == image.shape
+    assert given.area("vertebral_body") == pytest.approx(given.masks["vertebral_body"].sum() * 0.64)
+    estimated = segmenter.predict(image)
+    assert estimated.spacing_source == "estimated" and estimated.spacing[0] == estimated.spacing[1] > 0
+    # The pixel size changes what the network sees: a slice taken at twice the pixel size is another input.
+    assert not np.allclose(
+        given.probabilities["vertebral_body"], segmenter.predict(image, (1.6, 1.6)).probabilities["vertebral_body"]
+    )
+
+
+def test_a_physical_model_runs_a_large_slice_in_tiles_that_agree_with_the_whole():
+    image = np.random.default_rng(0).integers(0, 255, (300, 180)).astype(np.uint8)
+    whole = Segmenter(physical_model(tile=512), "whole").predict(image, (1.25, 1.25))
+    tiled = Segmenter(physical_model(tile=128), "tiled").predict(image, (1.25, 1.25))
+    for label in whole.probabilities:
+        difference = np.abs(whole.probabilities[label] - tiled.probabilities[label])
+        assert difference.mean() < 0.01 and tiled.probabilities[label].shape == image.shape
+
+
+def test_the_bundled_model_estimates_a_pixel_size_near_the_true_one_at_any_zoom():
+    segmenter = Segmenter.load()  # the physical bundled model, on a real 1 mm slice without its pixel size
+    image = np.asarray(Image.open(EXAMPLE))
+    estimate = estimate_pixel_size(segmenter, image)
+    assert 0.7 < estimate < 1.4
+    twice = np.asarray(Image.fromarray(image).resize((image.shape[1] * 2, image.shape[0] * 2), Image.BILINEAR))
+    assert estimate_pixel_size(segmenter, twice) == pytest.approx(estimate / 2, rel=0.25)  # half the pixel size

@@ -7,7 +7,18 @@ from conftest import run
 from hemseg.data.dataset import load
 from hemseg.evaluation.evaluate import predicted_batches
 from hemseg.inference.segmenter import Segmenter
-from hemseg.lab.robustness import SHIFTS, bias_field, gamma, half_resolution, inverted, noise, shifted, thick_slices
+from hemseg.lab.robustness import (
+    SHIFTS,
+    bias_field,
+    crop,
+    gamma,
+    half_resolution,
+    inverted,
+    noise,
+    png,
+    shifted,
+    thick_slices,
+)
 
 
 def ramp() -> np.ndarray:
@@ -17,10 +28,12 @@ def ramp() -> np.ndarray:
 
 def test_shifts_keep_size_and_type_and_do_what_they_say():
     image, rng = ramp(), np.random.default_rng(0)
-    for name, shift in SHIFTS.items():
-        out = shifted(image, shift, rng)
-        assert out.shape == image.shape and out.dtype == image.dtype, name
-    assert np.array_equal(shifted(image, SHIFTS["none"], rng), image)
+    columns = {"vertebral_body": np.zeros_like(image)}
+    for name, viewer in SHIFTS.items():
+        view = viewer(image, (1.0, 1.0), columns, rng)
+        assert view.image.dtype == image.dtype, name
+        assert view.image.shape == image[view.region].shape or name.startswith("png"), name
+    assert np.array_equal(SHIFTS["none"](image, (1.0, 1.0), columns, rng).image, image)
     flipped = shifted(image, inverted, rng)
     assert flipped[0, 0] == 245 and flipped[0, -1] == 0
     darker = shifted(image, gamma(2.0), rng)
@@ -69,9 +82,31 @@ def test_robustness_command_scores_each_shift_against_none(trained_model, tiny_s
 def test_the_model_sees_the_shifted_slices(trained_model, tiny_slices):
     segmenter, dataset = Segmenter.load(str(trained_model)), load(tiny_slices)
     _, plain = predicted_batches(segmenter, dataset, "val", 8, "plain", False)
-    _, flipped = predicted_batches(
-        segmenter, dataset, "val", 8, "inverted", False, transform=lambda image, i: shifted(image, inverted, None)
-    )
-    for (_, batch, probs), (_, same_batch, other) in zip(plain, flipped, strict=True):
+    _, flipped = predicted_batches(segmenter, dataset, "val", 8, "inverted", False, transform=SHIFTS["inverted"])
+    for (_, batch, probs, _), (_, same_batch, other, _) in zip(plain, flipped, strict=True):
         assert np.array_equal(batch["image"][0], same_batch["image"][0])  # the stored slices stay as they are
         assert not np.allclose(probs[0], other[0])
+
+
+def test_a_crop_keeps_a_square_of_the_spine_and_is_scored_on_it():
+    image = np.zeros((300, 200), np.uint8)
+    bodies = np.zeros_like(image)
+    bodies[200:260, 40:80] = 255  # the labelled bodies low and left in a wide slice
+    view = crop(80.0)(image, (0.5, 1.0), {"vertebral_body": bodies}, np.random.default_rng(0))
+    rows, cols = view.region
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (160, 80)  # 80 mm at 0.5 mm rows and 1 mm columns
+    assert rows.start <= 200 and rows.stop >= 260 and cols.start <= 40 and cols.stop >= 80  # around the bodies
+    assert view.spacing == (0.5, 1.0) and view.image.shape == (160, 80)
+    narrow = crop(120.0)(image[:, :60], (1.0, 1.0), {"vertebral_body": bodies[:, :60]}, None)
+    assert narrow.image.shape == (120, 60)  # clamped to a slice narrower than the crop
+
+
+def test_a_zoomed_png_loses_its_pixel_size_and_is_scored_on_the_stored_slice(trained_model, tiny_slices):
+    image = ramp()
+    view = png(2.0)(image, (1.0, 1.0), {}, np.random.default_rng(0))
+    assert view.spacing is None and view.image.shape == (80, 100) and view.image.dtype == np.uint8
+    assert view.region == (slice(None), slice(None))
+    segmenter, dataset = Segmenter.load(str(trained_model)), load(tiny_slices)
+    _, batches = predicted_batches(segmenter, dataset, "val", 8, "zoom", False, transform=png(0.5))
+    _, batch, probs, _ = next(batches)
+    assert all(p.shape[1:] == image.shape for p, image in zip(probs, batch["image"], strict=True))

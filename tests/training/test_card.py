@@ -24,8 +24,9 @@ def test_card_limits_describe_the_project_data_only_when_it_trained_on_them(tmp_
 def test_the_bundled_card_is_what_the_card_module_writes_from_its_metrics(tmp_path):
     bundled = REPO / "hemseg" / "bundled_model"
     run = json.loads((bundled / "metrics.json").read_text())
-    write_model_card(tmp_path, run, model_name="hemseg-unet16-curves")
+    write_model_card(tmp_path, run, model_name="hemseg-unet16-physical")
     assert (tmp_path / "README.md").read_text() == (bundled / "README.md").read_text()
     card = (tmp_path / "README.md").read_text()
     assert run["notes"][0] in card and Recipe.from_dict(run["recipe"]).to_yaml() in card
-    assert "Seed thresholds (hemangioma 0.99)" in card and "192x192" in card
+    assert "Seed thresholds (hemangioma 0.98)" in card and "resampled to\n  1.25 mm pixels" in card
+    assert "stopped by time limit" in card and "random tissue intensities on 0.3" in card

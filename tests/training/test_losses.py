@@ -17,3 +17,18 @@ def test_soft_dice_scores_only_labels_that_are_present():
     assert soft_dice_loss(half, targets) == pytest.approx(1 - 17 / 25, abs=1e-3)
     assert soft_dice_loss(perfect, torch.zeros_like(targets)) == 0
     assert make_loss("bce+dice")(half, targets) > make_loss("bce")(half, targets)
+
+
+@pytest.mark.parametrize("name", ["bce", "bce+dice"])
+def test_ignored_pixels_weigh_nothing(name):
+    torch.manual_seed(0)
+    logits, targets = torch.randn(3, 2, 16, 16), (torch.rand(3, 2, 16, 16) > 0.7).float()
+    weights = torch.ones_like(targets)
+    weights[:, 0, :8] = 0  # the first label unscored in the upper half
+    changed = logits.clone()
+    changed[:, 0, :8] = 50.0  # wildly wrong where nothing is scored
+    for per_sample in (False, True):
+        loss = make_loss(name, per_sample=per_sample)
+        assert torch.allclose(loss(logits, targets, weights), loss(changed, targets, weights))
+        assert not torch.allclose(loss(logits, targets), loss(changed, targets))
+    assert torch.allclose(make_loss(name)(logits, targets, torch.ones_like(targets)), make_loss(name)(logits, targets))

@@ -20,11 +20,17 @@ def test_the_papers_recipe_file_is_the_default_and_lists_every_setting():
     assert Recipe().model.base_channels == 64 and Recipe().training.lr == 1e-4 and Recipe().training.loss == "bce"
 
 
-def test_the_bundled_recipe_gives_only_what_differs():
-    bundled = load_recipe(REPO / "configs" / "bundled.yaml")
-    assert bundled.model.base_channels == 16 and bundled.model.image_size == 192 and bundled.training.crop_size == 128
-    assert bundled.validation.choose_seed_thresholds == ("hemangioma",) and bundled.augmentation.curve_p == 0.3
-    assert bundled.model.depth == 4 and bundled.augmentation.rotation_deg == 15.0  # not in the file: the defaults
+def test_the_bundled_recipes_give_only_what_differs():
+    physical = load_recipe(REPO / "configs" / "physical.yaml")  # the bundled model's
+    assert physical.model.spacing_mm == 1.25 and physical.training.crop_size == 192
+    assert physical.augmentation.tissue_p == 0.3 and physical.augmentation.fov_p == 0.3
+    assert physical.preprocessing()["fit"] == "spacing"
+    previous = load_recipe(REPO / "configs" / "bundled-v1.yaml")  # the previous bundled model's last step
+    assert (
+        previous.model.base_channels == 16 and previous.model.image_size == 192 and previous.training.crop_size == 128
+    )
+    assert previous.validation.choose_seed_thresholds == ("hemangioma",) and previous.augmentation.curve_p == 0.3
+    assert previous.model.depth == 4 and previous.augmentation.rotation_deg == 15.0  # not in the file: the defaults
 
 
 def test_a_recipe_survives_its_own_yaml(tmp_path):
@@ -34,6 +40,13 @@ def test_a_recipe_survives_its_own_yaml(tmp_path):
     (tmp_path / "r.yaml").write_text(recipe.to_yaml())
     assert load_recipe(tmp_path / "r.yaml") == recipe
     assert recipe.model.labels == ("hemangioma",) and recipe.augmentation.scale == (1.0, 2.0)
+
+
+def test_a_physical_recipe_puts_the_pixel_size_in_the_contract_and_lets_windows_exceed_the_grid():
+    recipe = Recipe().with_overrides(["model.spacing_mm=1.25", "training.crop_size=256"])
+    contract = recipe.preprocessing()
+    assert contract["fit"] == "spacing" and contract["spacing_mm"] == 1.25 and "percentiles" in contract
+    assert Recipe().preprocessing()["fit"] == "pad-to-square" and Recipe().preprocessing()["size"] == [128, 128]
 
 
 def test_overrides_read_their_values_as_yaml():
@@ -58,8 +71,13 @@ def test_overrides_read_their_values_as_yaml():
         ("model.labels=hemangioma", "model.labels must be a list"),
         ("model.labels=[]", "model.labels must name at least one label"),
         ("model.image_size=8", "model.image_size must be at least 16"),
-        ("training.crop_size=100", "training.crop_size must be a multiple of 16 between 16 and model.image_size"),
-        ("training.crop_size=256", "training.crop_size must be a multiple of 16"),
+        ("training.crop_size=100", "training.crop_size must be a multiple of 16 (2 ** model.depth)"),
+        ("training.crop_size=256", "training.crop_size must be at most model.image_size"),
+        ("model.spacing_mm=0", "model.spacing_mm must be above 0"),
+        ("augmentation.tissue_p=2", "augmentation.tissue_p must be between 0 and 1"),
+        ("augmentation.tissue_classes=[1, 4]", "augmentation.tissue_classes: 2 <= low <= high"),
+        ("augmentation.fov_p=-0.5", "augmentation.fov_p must be between 0 and 1"),
+        ("augmentation.fov_min=8", "augmentation.fov_min must be at least 16 pixels"),
         ("training.batch_size=0", "training.batch_size must be at least 1"),
         ("training.lr=-1e-4", "training.lr must be 0 or more"),
         ("training.loss=dice", "training.loss must be one of bce, bce+dice"),

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
-from conftest import REPO, TINY_TRAINING, one_epoch, run
+from conftest import EXAMPLE, REPO, TINY_TRAINING, one_epoch, run
 from huggingface_hub import ModelCard
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
-from hemseg import UNet
+from hemseg import Segmenter, UNet
 from hemseg.data.dataset import load
 from hemseg.evaluation.seeds import SEED_CANDIDATES
 from hemseg.speed import cpu_cores
@@ -281,9 +281,9 @@ def test_checkpoints_every_n_epochs_and_after_each_new_best(tmp_path, tiny_slice
 def test_seed_thresholds_are_chosen_on_validation_cases_and_scored_with(tmp_path, tiny_slices):
     out = tmp_path / "seeded"
     args = [*TINY_TRAINING, "--data", str(tiny_slices), "--output-dir", str(out), "--epochs", "10", "--lr", "1e-2"]
-    # Seed 3: a run in which a seed threshold raises pooled Dice (with seeds 0-2 none does; CPU training is
+    # Seed 2: a run in which a seed threshold raises pooled Dice (with seeds 0 and 1 none does; CPU training is
     # deterministic, so the run is the same every time).
-    run_train([*args, "--seed", "3", "--set", "validation.choose_seed_thresholds=[vertebral_body]"])
+    run_train([*args, "--seed", "2", "--set", "validation.choose_seed_thresholds=[vertebral_body]"])
     metrics = json.loads((out / "metrics.json").read_text())
     table = [r for r in metrics["seed_threshold_table"] if r["label"] == "vertebral_body"]
     assert [r["seed"] for r in table] == [None, *SEED_CANDIDATES]
@@ -294,8 +294,6 @@ def test_seed_thresholds_are_chosen_on_validation_cases_and_scored_with(tmp_path
     # The model folder's own validation scores are those of the chosen row: the seed is used when it is scored.
     assert metrics["val"]["vertebral_body"]["overall"]["pooled_dice"] == pytest.approx(best["pooled_dice"])
     assert f"Seed thresholds (vertebral_body {best['seed']:g})" in (out / "README.md").read_text()
-    refused = run_train([*args, "--set", "validation.choose_seed_thresholds=[spine]"], check=False)
-    assert refused.returncode == 2 and "names ['spine'], which model.labels does not" in refused.stderr
 
 
 def test_bad_data_is_explained(tmp_path, tiny_slices):
@@ -304,11 +302,6 @@ def test_bad_data_is_explained(tmp_path, tiny_slices):
     spleen = ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--set", "model.labels=[spleen]"]
     result = run_train(spleen, check=False)
     assert result.returncode == 2 and "spleen" in result.stderr
-    # A recipe that cannot work is refused before anything loads, in one line (its rules: test_recipe.py).
-    blur = ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--set", "augmentation.blur_p=-1"]
-    result = run_train(blur, check=False)
-    assert result.returncode == 2 and "augmentation.blur_p must be between 0 and 1" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "o-checkpoints").exists()
     # A set that would not fit in memory once preprocessed (here 17 GB a slice) is refused before it is filled.
     huge = ["--data", str(tiny_slices), "--output-dir", str(tmp_path / "o"), "--set", "model.image_size=65536"]
     result = run_train(huge, check=False)
@@ -327,6 +320,7 @@ def test_bad_data_is_explained(tmp_path, tiny_slices):
     assert result.returncode == 2 and "no validation slice" in result.stderr and "['hemangioma']" in result.stderr
 
 
+@pytest.mark.slow  # the launcher, three times
 @pytest.mark.skipif(cpu_cores() < 2, reason="needs 2 CPU cores to leave one idle")
 def test_cpu_training_launched_without_cpu_flag_says_cores_sit_idle(tmp_path):
     # The launcher's GPU default, OMP_NUM_THREADS=1, applies on a machine without a GPU too; --cpu sets one thread
@@ -411,7 +405,7 @@ def arguments(*words: str):
 
 def test_the_recipe_comes_from_the_file_or_the_resumed_run_then_set_then_the_flags(tmp_path):
     assert resolve_recipe(arguments(), tmp_path) == Recipe()
-    bundled = REPO / "configs" / "bundled.yaml"
+    bundled = REPO / "configs" / "bundled-v1.yaml"
     recipe = resolve_recipe(arguments("--recipe", str(bundled), "--set", "training.lr=1", "--lr", "0.5"), tmp_path)
     assert recipe.model.base_channels == 16 and recipe.training.lr == 0.5  # the flag after --set
     recorded = Recipe().with_overrides(["model.depth=3", "training.epochs=4"])
@@ -435,3 +429,20 @@ def test_an_invocation_is_recorded_in_one_order_whatever_order_it_was_typed_in()
         *("--recipe", "r.yaml", "--set", "model.depth=3", "--data", "d", "--output-dir", "o", "--lr", "0.0003"),
         *("--push-to-hub", "--hub-model-id", "me/model", "--private"),
     ]
+
+
+def test_a_physical_recipe_trains_on_whole_slices_and_stops_at_its_time_limit(tmp_path, tiny_slices):
+    out = tmp_path / "physical"
+    args = ["--recipe", "configs/physical.yaml", *TINY_TRAINING, "--set", "training.crop_size=48", "--epochs", "5"]
+    result = run_train(
+        [*args, "--data", str(tiny_slices), "--output-dir", str(out), "--set", "training.time_limit_min=0.001"]
+    )
+    assert "time limit: 0.001 minutes passed after epoch 1" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stopped_by"] == "time limit" and metrics["epochs_run"] == 1
+    assert "stopped by time limit" in (out / "README.md").read_text()
+    config = json.loads((out / "config.json").read_text())
+    assert config["preprocessing"]["fit"] == "spacing" and config["preprocessing"]["spacing_mm"] == 1.25
+    image = np.asarray(Image.open(EXAMPLE))
+    prediction = Segmenter.load(out).predict(image, (1.0, 1.0))
+    assert prediction.masks["vertebral_body"].shape == image.shape and prediction.spacing_source == "given"
