@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from hemseg.preprocessing import DEFAULT_PREPROCESSING
+from hemseg.preprocessing import DEFAULT_PREPROCESSING, physical
 
 REPO_URL = "https://github.com/hemseg/hemseg"
 
@@ -119,6 +119,8 @@ class UNet(
         self.threshold = threshold
         self.depth = depth
         self.preprocessing = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
+        if physical(self.preprocessing):  # no square grid: its size would only mislead
+            self.preprocessing.pop("size")
         # The mixin writes the arguments as passed; store the resolved values so config.json is self-contained.
         self._hub_mixin_config.update(labels=self.labels, preprocessing=self.preprocessing)
         self.set_seed_thresholds(seed_thresholds or {})

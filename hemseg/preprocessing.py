@@ -100,6 +100,8 @@ def to_spacing(x: torch.Tensor, spacing: tuple[float, float], target_mm: float, 
 
     Anti-aliased when it shrinks; ``mode="nearest"`` for masks. A size that rounds to the same stays untouched.
     """
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"a pixel size must be a positive number of mm, got {tuple(spacing)}")
     h, w = x.shape[-2:]
     size = (max(1, round(h * spacing[0] / target_mm)), max(1, round(w * spacing[1] / target_mm)))
     if size == (h, w):

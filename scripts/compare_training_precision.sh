@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Does the fast training path change validation Dice? Four fine-tunes of the bundled model, two epochs each, on one
-# slice folder: fp32 eager, bf16 + channels-last eager, the same compiled (all seed 7), and fp32 with seed 8 for the
-# spread that a different seed alone gives. Then every model is scored by the same fp32 evaluation.
+# Does the fast training path change validation Dice? Four fine-tunes of the previous bundled model (v1, a square
+# 192 grid), two epochs each, on one slice folder: fp32 eager, bf16 + channels-last eager, the same compiled (all seed
+# 7), and fp32 with seed 8 for the spread that a different seed alone gives. Then every model is scored by the same
+# fp32 evaluation.
 #
 #   python -m hemseg prepare ../shared/data/spine-mri build/spine-slices --seed 0
-#   scripts/compare_training_precision.sh build/spine-slices build/precision
+#   mkdir -p build/bundled-v1 && git archive 1808b8f hemseg/bundled_model | tar -x -C build/bundled-v1
+#   scripts/compare_training_precision.sh build/spine-slices build/precision build/bundled-v1/hemseg/bundled_model
 #
 # Prints the validation Dice of each run and its difference from the fp32 seed-7 run. About 15 minutes of
 # training on a 2-core CPU.
 set -euo pipefail
 data=${1:-build/spine-slices}
 out=${2:-build/precision}
+start_from=${3:-build/bundled-v1/hemseg/bundled_model}
 mkdir -p "$out"
 
 train() {  # name mixed_precision dynamo_backend seed
@@ -19,7 +22,7 @@ train() {  # name mixed_precision dynamo_backend seed
   accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision "$2" --dynamo_backend "$3" \
     train.py --recipe configs/bundled-v1.yaml --data "$data" --output-dir "$out/$1" --set augmentation.curve_p=0 \
     --set validation.noise=0 --set validation.select_by=pooled_dice --set 'validation.choose_seed_thresholds=[]' \
-    --lr 1.5e-4 --epochs 2 --seed "$4" --init-from hemseg/bundled_model > "$out/$1.log" 2>&1
+    --lr 1.5e-4 --epochs 2 --seed "$4" --init-from "$start_from" > "$out/$1.log" 2>&1
   echo "$1: trained and evaluated in $((SECONDS - start)) s"
 }
 

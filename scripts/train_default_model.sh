@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The bundled default model, from slice folders to hemseg/bundled_model, in seven steps:
+# The previous bundled model (v1, a square 192 grid; `git archive 1808b8f hemseg/bundled_model` gives its files), from
+# slice folders, in seven steps:
 #   1. UNet with 16 base filters on the 128x128 grid from scratch (fast: a GPU did it in ~7 s an epoch);
 #   2. fine-tuned on the 192x192 grid, on 128x128 windows around the anatomy (same cost per sample as step 1,
 #      1.5x the resolution: small lesions and thin slices keep their shape);
@@ -20,8 +21,7 @@
 #   python -m hemseg prepare ../shared/data/spine-mri build/spine-slices-a4 --seed 0 --train-simulations 4 \
 #     --train-typical-share 0.3
 #   scripts/train_default_model.sh build/spine-slices build/spine-slices-t4 build/spine-slices-a4 runs
-#   cp runs/hemseg-unet16-curves/{model.safetensors,config.json,README.md,metrics.json,training_log.csv,\
-#      training_curves.png} hemseg/bundled_model/
+#   runs/hemseg-unet16-curves is then that model folder.
 #
 # Steps 1-4 ran when the augmentation's noise reached sd 0.05 (the default is now 0.1), hence noise05. Steps 5-7 are
 # configs/bundled-v1.yaml (step 7's recipe) with what differed.

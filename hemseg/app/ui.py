@@ -72,6 +72,11 @@ class App:
         result = Result(np.asarray(upload.pixels), prediction, plane_used, upload.name, upload.window)
         return self.render(result, threshold, opacity, outline, truth)
 
+    def segment_example(self, file: str):
+        """An example slice at its own pixel size (the PNGs keep none; examples/manifest.csv gives 1 mm), without
+        setting the page's pixel-size field, which would then override the next upload's."""
+        return self.segment(file, pixel_size=EXAMPLE_PIXEL_MM)
+
     def render(self, result: Result, threshold, opacity, outline, truth):
         threshold = self.segmenter.model.threshold if threshold is None else float(threshold)
         prediction, picture, pair = draw(result, threshold, opacity, outline)
@@ -230,10 +235,10 @@ def build_app(segmenter: Segmenter | None = None) -> gr.Blocks:
         )
         if examples:
             gr.Examples(
-                examples=[[e, EXAMPLE_PIXEL_MM] for e in examples],
-                inputs=[file, pixel_size],
+                examples=[[e] for e in examples],
+                inputs=[file],
                 outputs=outputs,
-                fn=app.segment,
+                fn=app.segment_example,
                 run_on_click=True,
                 cache_examples=False,
                 label="Examples (simulated lesions)",

@@ -24,6 +24,7 @@ from hemseg.hub import is_path_not_hub_id
 
 DATA_HELP = "slice folder, saved data set folder or Hub data set id"
 REQUIRED_COLUMNS = ("file", "case", "plane", "index", "spacing_row", "spacing_col", "split")
+EXTENT_LABELS = ("vertebral_body",)  # labelled only within the labelled rows (``labelled_rows``); the others everywhere
 
 
 def features(labels: list[str]) -> datasets.Features:

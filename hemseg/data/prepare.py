@@ -46,7 +46,6 @@ MANIFEST_COLUMNS = (
     "labelled_from",
     "labelled_to",
 )
-EXTENT_LABELS = ("vertebral_body",)  # labelled only within labelled_from:labelled_to; the others everywhere
 
 
 @dataclass(frozen=True)

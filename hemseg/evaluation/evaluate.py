@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hemseg.data.dataset import add_data_options, label_names, labelled_rows, load, select_split
-from hemseg.data.prepare import EXTENT_LABELS
+from hemseg.data.dataset import EXTENT_LABELS, add_data_options, label_names, labelled_rows, load, select_split
 from hemseg.data.volumes import PLANES, source_of
 from hemseg.files import write_csv
 from hemseg.inference.segmenter import Segmenter, add_model_options

@@ -11,8 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from hemseg.data.dataset import labelled_rows
-from hemseg.data.prepare import EXTENT_LABELS
+from hemseg.data.dataset import EXTENT_LABELS, labelled_rows
 from hemseg.data.volumes import PLANES
 
 BAR_METRICS = ("dice_fg", "pooled_dice", "pooled_iou", "pooled_precision", "pooled_recall")  # as in the tables

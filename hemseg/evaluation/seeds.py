@@ -13,8 +13,7 @@ import math
 import datasets
 import numpy as np
 
-from hemseg.data.dataset import labelled_rows
-from hemseg.data.prepare import EXTENT_LABELS
+from hemseg.data.dataset import EXTENT_LABELS, labelled_rows
 from hemseg.evaluation.evaluate import Transform, predicted_batches
 from hemseg.inference.segmenter import Segmenter, cut
 from hemseg.metrics import overlap_metrics, summarize

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -111,10 +112,10 @@ def add_predict_command(subcommands: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """0 when every input was segmented; 1 when some could not be read (each named on stderr, the rest done)."""
+    if args.pixel_size is not None and not (math.isfinite(args.pixel_size) and args.pixel_size > 0):
+        raise ValueError(f"--pixel-size must be a number of mm above 0, got {args.pixel_size}")
     files = expand_inputs(args.inputs)
     segmenter = Segmenter.load(args.model, precision=args.precision, tta=args.tta)
-    if args.pixel_size is not None and args.pixel_size <= 0:
-        raise ValueError(f"--pixel-size must be above 0 mm, got {args.pixel_size}")
     table, errors = predict_files(segmenter, files, Path(args.out), args.pixel_size)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)

@@ -6,8 +6,9 @@ into wide uncertain bands and fall apart. So the image is tried at pixel sizes s
 view (``FIELD_OF_VIEW_MM``, from a tight crop of one vertebra to a whole-spine image), the most decisive wins, and
 a finer search around it follows. Nothing is assumed from the image's size in pixels beyond that range.
 
-On validation slices of known pixel size the most decisive size was ``BIAS`` times the true one, in the median:
-estimates are divided by it (docs/evaluation.md gives the measurement and its command).
+On validation slices of known pixel size the most decisive size is some factor times the true one, in the median:
+the model's own factor, measured by `hemseg lab scale` and kept in its contract as ``scale_bias``, divides every
+estimate (docs/evaluation.md gives the bundled model's measurement and its command).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ FIELD_OF_VIEW_MM = (60.0, 480.0)  # the longest side of one slice, from a crop a
 COARSE, FINE = 9, 7  # pixel sizes tried across the range, then around the best
 MIN_AREA_MM2 = 150.0  # less response than this (a third of a small body's section) scores 0
 RESPONSE = 0.1  # pixels below this probability are plain background and do not count
-BIAS = 1.10  # `hemseg lab scale --split val` with the bundled model: 1.104 at zoom 1
 
 
 def decisiveness(probability: np.ndarray, pixel_mm: float) -> float:
@@ -49,7 +49,7 @@ def score(segmenter: Segmenter, image: np.ndarray, pixel_mm: float, label: str) 
 
 def estimate_pixel_size(segmenter: Segmenter, image: np.ndarray, label: str = "vertebral_body") -> float:
     """The pixel size (mm, square pixels) at which ``segmenter`` is most decisive about ``label`` (the first label
-    when the model has no ``label``), corrected by ``BIAS``."""
+    when the model has no ``label``), divided by the model's ``scale_bias`` (1 when its contract has none)."""
     label = label if label in segmenter.labels else segmenter.labels[0]
     longest = max(np.shape(image))
     low, high = (fov / longest for fov in FIELD_OF_VIEW_MM)
@@ -57,4 +57,5 @@ def estimate_pixel_size(segmenter: Segmenter, image: np.ndarray, label: str = "v
     best = max(candidates, key=lambda size: score(segmenter, image, float(size), label))
     step = (high / low) ** (1 / (COARSE - 1))  # one coarse step each way, searched finer
     fine = np.geomspace(best / step, best * step, FINE)
-    return float(max(fine, key=lambda size: score(segmenter, image, float(size), label))) / BIAS
+    best = max(fine, key=lambda size: score(segmenter, image, float(size), label))
+    return float(best) / segmenter.model.preprocessing.get("scale_bias", 1.0)

@@ -195,6 +195,7 @@ class Segmenter:
         self,
         images: list[np.ndarray],
         spacings: list[tuple[float, float] | None] | None = None,
+        *,
         tta: bool | None = None,
         batch_size: int = 16,
     ) -> list[np.ndarray]:

@@ -6,7 +6,7 @@ Each variant runs in a fresh process (so peak resident memory is its own) on the
   really gets: the paper's full 128x128 square for the paper U-Net; for the bundled model the example slice at its
   pixel size, padded to a multiple of 16 (a physical contract), or the part of its grid that holds the slice
   (``Segmenter.window``, a square grid). The example's pixel size, 1 mm, is given, as a DICOM or NIfTI file gives
-  its own: the estimate for files without one is timed apart (``hemseg lab scale`` measures its accuracy);
+  its own: the estimate for files without one is not timed here (``hemseg lab scale`` measures its accuracy);
 - the plain fp32 eager forward pass alone on that input (median);
   (the end-to-end and batch columns go through ``Segmenter``, which windows every model, the paper's too);
 - end-to-end latency for one slice through ``Segmenter.predict`` and its masks (read array -> preprocess -> model

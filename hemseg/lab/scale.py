@@ -2,7 +2,8 @@
 
 Slices of known pixel size are resized by each zoom and handed to ``estimate_pixel_size`` without it; the table
 gives, per zoom, the median of estimate / truth and the share of slices within 15 % and 30 % of the truth, and the
-median before the ``BIAS`` correction (the figure that sets it, on validation slices).
+median before the model's ``scale_bias`` correction: on validation slices, the figure to keep as ``scale_bias`` in
+the ``preprocessing`` of the model's config.json.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def scale_table(segmenter: Segmenter, dataset, split: str, slices: int, zooms=ZO
         raise ValueError(f"{segmenter.source} fits slices to a square grid: it has no pixel size to estimate")
     rows = select_split(dataset, split).with_format("numpy")
     picked = np.unique(np.linspace(0, len(rows) - 1, min(slices, len(rows))).round().astype(int))
+    bias = segmenter.model.preprocessing.get("scale_bias", 1.0)
     table = []
     for zoom in zooms:
         ratios = []
@@ -44,7 +46,7 @@ def scale_table(segmenter: Segmenter, dataset, split: str, slices: int, zooms=ZO
                 "median_ratio": float(np.median(ratios)),
                 "within_15": float(np.mean(np.abs(ratios - 1) <= 0.15)),
                 "within_30": float(np.mean(np.abs(ratios - 1) <= 0.30)),
-                "median_ratio_uncorrected": float(np.median(ratios) * scale.BIAS),
+                "median_ratio_uncorrected": float(np.median(ratios) * bias),
             }
         )
     return table
@@ -74,6 +76,7 @@ def add_scale_command(subcommands: argparse._SubParsersAction) -> None:
 def run_scale(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.model, precision=args.precision)
     table = scale_table(segmenter, load(args.data), args.split, args.slices)
-    print(f"model {segmenter.source}, data {args.data}, split {args.split}, bias correction {scale.BIAS}\n")
+    bias = segmenter.model.preprocessing.get("scale_bias", 1.0)
+    print(f"model {segmenter.source}, data {args.data}, split {args.split}, scale_bias {bias:g}\n")
     print(markdown(table))
     return 0

@@ -47,8 +47,9 @@ class AugmentConfig:
     tissue_p: float = 0.0
     tissue_classes: tuple[int, int] = (3, 7)  # fewest and most intensity classes, drawn per batch
     # Share of samples cut to a random field of view (``cut_field_of_view``): a rectangle from ``fov_min`` pixels a
-    # side up to the whole window, the rest black and unscored, the inside rescaled by its own percentiles as a
-    # reader's crop would be. With the physical contract, crops of any size are then the same task. Off by default.
+    # side up to the whole window, the rest unscored and black (until the intensity changes after it), the inside
+    # rescaled by its own percentiles as a reader's crop would be. With the physical contract, crops of any size are
+    # then the same task. Off by default.
     fov_p: float = 0.0
     fov_min: int = 48  # pixels of the model grid (60 mm at 1.25 mm a pixel)
 
@@ -158,11 +159,7 @@ def random_tissues(
         return images
     n, device = images.shape[0], images.device
     k = int(torch.randint(classes[0], classes[1] + 1, (1,), generator=generator, device=device))
-    smooth = F.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False).flatten(1)
-    valid = smooth if inside is None else torch.where(inside.flatten(1) > 0, smooth, torch.nan)
-    quantiles = torch.linspace(0, 1, k + 1, device=device)[1:-1]
-    thresholds = torch.nanquantile(valid.float(), quantiles, dim=1).T.nan_to_num(1.0)  # (B, K - 1)
-    tissue = (smooth[:, :, None] > thresholds[:, None, :]).sum(-1)  # (B, H * W) in [0, K)
+    tissue = tissue_classes(images, k, inside).flatten(1)
     flat = images.flatten(1)
     one_hot = F.one_hot(tissue, k).to(flat.dtype)
     means = (flat[:, :, None] * one_hot).sum(1) / one_hot.sum(1).clamp(min=1)  # (B, K)
@@ -172,6 +169,16 @@ def random_tissues(
     remapped = levels.gather(1, tissue) + gain * (flat - means.gather(1, tissue))
     chosen = torch.rand(n, generator=generator, device=device) < p
     return torch.where(chosen[:, None, None, None], remapped.view_as(images).clamp(0, 1), images)
+
+
+def tissue_classes(images: torch.Tensor, k: int, inside: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, W) classes 0..k-1 of a (B, 1, H, W) batch: intensity bands of equal share of the pixels within
+    ``inside`` (all where None), of the image smoothed over 3 x 3 pixels so that noise does not speckle them."""
+    smooth = F.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False).flatten(1)
+    valid = smooth if inside is None else torch.where(inside.flatten(1) > 0, smooth, torch.nan)
+    quantiles = torch.linspace(0, 1, k + 1, device=images.device)[1:-1]
+    thresholds = torch.nanquantile(valid.float(), quantiles, dim=1).T.nan_to_num(1.0)  # (B, K - 1)
+    return (smooth[:, :, None] > thresholds[:, None, :]).sum(-1).view(images.shape[0], *images.shape[-2:])
 
 
 def cut_field_of_view(

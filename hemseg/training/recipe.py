@@ -47,7 +47,9 @@ class TrainingSettings:
     seed: int = 0
     crop_size: int | None = None  # train on windows of this side around the anatomy instead of the whole grid
     channels_last: bool = False  # faster with bf16 on CPUs with AMX
-    time_limit_min: float | None = None  # stop after the epoch that passes this many minutes (a lent GPU's budget)
+    # Stop after the epoch that passes this many minutes, counted from the start of this invocation (loading
+    # included; a resume starts the clock again).
+    time_limit_min: float | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,10 @@ class Recipe:
             (min(training.epochs, training.patience) < 0, "training.epochs and training.patience must be 0 or more"),
             (training.batch_size < 1, "training.batch_size must be at least 1"),
             (training.lr < 0, "training.lr must be 0 or more"),  # 0: only BatchNorm statistics move
-            ((training.time_limit_min or 1) <= 0, "training.time_limit_min must be above 0"),
+            (
+                training.time_limit_min is not None and training.time_limit_min <= 0,
+                "training.time_limit_min must be above 0",
+            ),
             (min(aug.noise_std) < 0, "augmentation.noise_std must be 0 or more"),
             (not 0 <= aug.curve_p <= 1, "augmentation.curve_p must be between 0 and 1"),
             (not 0 <= aug.blur_p <= 1, "augmentation.blur_p must be between 0 and 1"),

@@ -133,6 +133,12 @@ def initial_model(recipe: Recipe, init_from: str | None, say) -> UNet:
     if not init_from:
         return model
     start = load_model(init_from)
+    fits = start.preprocessing.get("fit"), recipe.preprocessing()["fit"]
+    if fits[0] != fits[1]:  # the same weights would meet slices of another scale than they learned
+        raise ValueError(
+            f"--init-from {init_from} was trained on slices fitted by {fits[0]!r}, but the recipe fits them by "
+            f"{fits[1]!r}: start from a model of the same fit, or set model.spacing_mm to match"
+        )
     if start.labels != labels:  # same shapes, but each output channel would start as another label's
         raise ValueError(
             f"--init-from {init_from} predicts the labels {start.labels} in this order, but the recipe gives {labels}; "
@@ -156,9 +162,10 @@ def initial_model(recipe: Recipe, init_from: str | None, say) -> UNet:
 def resident_slices(dataset, recipe: Recipe, accelerator: Accelerator, started: float):
     """Every slice preprocessed once; on the device when it fits (no loader workers, no per-batch decoding)."""
     labels, preprocessing, multiple = list(recipe.model.labels), recipe.preprocessing(), 2**recipe.model.depth
-    needed = slice_bytes(len(dataset), len(labels), canvas_side(dataset, preprocessing, multiple))
+    side = canvas_side(dataset, preprocessing, multiple)
+    needed = slice_bytes(len(dataset), len(labels), side)
     check_host_memory(needed, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))  # torchrun's processes on this machine
-    data = load_tensors(dataset, labels, preprocessing, accelerator.is_local_main_process, multiple=multiple)
+    data = load_tensors(dataset, labels, preprocessing, accelerator.is_local_main_process, side=side)
     resident = resident_device(needed, accelerator.device)
     data = data.to(resident)
     accelerator.print(

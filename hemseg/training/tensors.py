@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from hemseg.data.prepare import EXTENT_LABELS
+from hemseg.data.dataset import EXTENT_LABELS
 from hemseg.data.volumes import PLANES
 from hemseg.preprocessing import physical, preprocess, to_model_grid, to_spacing
 from hemseg.speed import cpu_cores
@@ -146,17 +146,18 @@ def load_tensors(
     preprocessing: dict,
     progress: bool = True,
     threads: int | None = None,
-    multiple: int = 16,
+    side: int | None = None,
 ) -> SliceTensors:
     """Preprocess every slice of ``dataset`` with the model's own contract (``hemseg.preprocessing.preprocess``):
-    on the square grid, or at the model's pixel size on a canvas whose side is a multiple of ``multiple``.
+    on the square grid, or at the model's pixel size on a canvas of ``side`` (default: ``canvas_side`` with
+    multiples of 16).
 
     Filled in place: collecting per-slice tensors and concatenating them would hold the data set twice at the peak
     (4.6 GB instead of 2.3 for 15,675 slices on a 192 grid). Chunks of slices are read and preprocessed by
     ``threads`` threads (default: one per CPU core, at most 8): PNG decoding and torch's resizing release the GIL,
     so 2,556 slices took 2.8-3.7 s with 2 threads against 3.2-5.1 s with one on a 2-core machine (docs/training.md).
     """
-    side = canvas_side(dataset, preprocessing, multiple)
+    side = side or canvas_side(dataset, preprocessing, 16)
     images = torch.empty(len(dataset), 1, side, side, dtype=IMAGE_DTYPE)
     masks = torch.empty(len(dataset), len(labels), side, side, dtype=MASK_DTYPE)
     regions = torch.empty(len(dataset), 1, side, side, dtype=MASK_DTYPE)

@@ -28,7 +28,10 @@ def test_slice_folder_loads_as_a_dataset(folder):
     for first, end, height, plane in zip(
         *np.asarray(ds["labelled_rows"]).T, (image.height for image in ds["image"]), ds["plane"], strict=True
     ):
-        assert (0 <= first < end <= height and (first, end) != (0, height)) or plane == 0
+        if plane == 0:  # axial
+            assert (first, end) == (0, height)
+        else:
+            assert 0 < first < end < height
 
 
 def test_saved_dataset_round_trip(folder, tmp_path):

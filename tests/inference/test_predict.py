@@ -78,5 +78,6 @@ def test_predict_reports_the_pixel_size_it_used_and_takes_one_given(tmp_path, ca
     with open(out / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(row["spacing_source"], row["spacing_row"], row["area_unit"]) for row in rows} == {("given", "0.9", "mm2")}
-    assert main(["predict", str(inputs), "--out", str(out), "--pixel-size", "-1"]) == 2
-    assert "--pixel-size must be above 0 mm" in capsys.readouterr().err
+    for bad in ("-1", "nan"):
+        assert main(["predict", str(inputs), "--out", str(out), "--pixel-size", bad]) == 2
+        assert "--pixel-size must be a number of mm above 0" in capsys.readouterr().err

@@ -15,4 +15,4 @@ def test_the_table_has_a_row_per_zoom_and_a_square_grid_model_is_refused(trained
     with pytest.raises(ValueError, match="no pixel size to estimate"):
         scale_table(Segmenter.load(trained_model), load(tiny_slices), "val", slices=3)
     result = run(["-m", "hemseg", "lab", "scale", "--data", str(tiny_slices), "--slices", "2"])
-    assert "| zoom | slices | median estimate / truth |" in result.stdout and "bias correction 1.1" in result.stdout
+    assert "| zoom | slices | median estimate / truth |" in result.stdout and "scale_bias 1.1" in result.stdout

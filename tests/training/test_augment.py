@@ -1,4 +1,5 @@
 import torch
+import torch.nn.functional as F
 
 from hemseg.training.augment import (
     NO_AUGMENT,
@@ -8,6 +9,7 @@ from hemseg.training.augment import (
     random_blur,
     random_curves,
     random_tissues,
+    tissue_classes,
 )
 
 
@@ -144,10 +146,14 @@ def test_random_tissues_give_each_class_a_new_level_and_keep_its_texture_and_the
     original = images[:, 0, 10:38, 26:38] - images[:, 0, 10:38, 26:38].mean(-1, keepdim=True)
     assert torch.corrcoef(torch.stack([texture.flatten(), original.flatten()]))[0, 1] > 0.9
     assert torch.equal(random_tissues(images, 0.0, (3, 7), torch.Generator().manual_seed(0), None), images)
-    # Only the inside of the image sets the classes: padding outside it does not take classes away.
-    inside = torch.zeros_like(images)
-    inside[..., 4:44, 4:44] = 1
-    assert random_tissues(images, 1.0, (3, 3), torch.Generator().manual_seed(0), inside).shape == images.shape
+    # Only the inside of the image sets the classes: wide padding outside it would otherwise take classes away.
+    padded = F.pad(images, [96] * 4)  # 97 % of the pixels black
+    inside = torch.zeros_like(padded)
+    inside[..., 96 + 8 : 96 + 40, 96 + 8 : 96 + 40] = 1  # the two tissues, half each
+    dark, bright = (96 + 20, 96 + 14), (96 + 20, 96 + 30)
+    with_inside, without = tissue_classes(padded, 2, inside), tissue_classes(padded, 2)
+    assert (with_inside[:, dark[0], dark[1]] < with_inside[:, bright[0], bright[1]]).all()  # two tissues, two classes
+    assert (without[:, dark[0], dark[1]] == without[:, bright[0], bright[1]]).all()  # both above the black median
 
 
 def test_a_cut_field_of_view_keeps_the_centre_blanks_and_ignores_the_rest_and_rescales_the_inside():

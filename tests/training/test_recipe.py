@@ -89,6 +89,7 @@ def test_overrides_read_their_values_as_yaml():
         ("validation.select_by=dice_fg_clean_and_noisy", "needs validation.noise above 0"),
         ("validation.choose_seed_thresholds=[spine]", "names ['spine'], which model.labels does not"),
         ("checkpoints.every=0", "checkpoints.every must be at least 1"),
+        ("training.time_limit_min=0", "training.time_limit_min must be above 0"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_by_name(assignment, message):

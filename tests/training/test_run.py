@@ -278,6 +278,7 @@ def test_checkpoints_every_n_epochs_and_after_each_new_best(tmp_path, tiny_slice
     assert fresh.returncode == 2 and "continue it with --resume-from-checkpoint latest" in fresh.stderr
 
 
+@pytest.mark.slow  # ten epochs, then a calibration of every seed
 def test_seed_thresholds_are_chosen_on_validation_cases_and_scored_with(tmp_path, tiny_slices):
     out = tmp_path / "seeded"
     args = [*TINY_TRAINING, "--data", str(tiny_slices), "--output-dir", str(out), "--epochs", "10", "--lr", "1e-2"]
@@ -446,3 +447,19 @@ def test_a_physical_recipe_trains_on_whole_slices_and_stops_at_its_time_limit(tm
     image = np.asarray(Image.open(EXAMPLE))
     prediction = Segmenter.load(out).predict(image, (1.0, 1.0))
     assert prediction.masks["vertebral_body"].shape == image.shape and prediction.spacing_source == "given"
+
+
+def test_fine_tuning_across_fits_is_refused(trained_model, tiny_slices, tmp_path):
+    # The tiny model fits slices to a square grid; the physical recipe would feed its weights another scale.
+    args = [
+        "--recipe",
+        "configs/physical.yaml",
+        *TINY_TRAINING,
+        "--data",
+        str(tiny_slices),
+        "--output-dir",
+        str(tmp_path),
+    ]
+    refused = run_train([*args, "--init-from", str(trained_model)], check=False)
+    assert refused.returncode == 2
+    assert "was trained on slices fitted by 'pad-to-square', but the recipe fits them by 'spacing'" in refused.stderr
