@@ -2,12 +2,11 @@
 
 The model comes from $HEMSEG_MODEL (a Hub id, optionally @revision, or a local folder) and otherwise from the model
 bundled with hemseg. Gradio's GRADIO_SERVER_NAME and GRADIO_SERVER_PORT choose the address (default
-http://127.0.0.1:7860).
+http://127.0.0.1:7860). Uploads and results live in a private folder of this process, removed when it stops (Ctrl-C
+or SIGTERM) and otherwise after $HEMSEG_RETENTION_MIN minutes (default 60): see hemseg.app.storage.
 """
 
-from hemseg.app.ui import build_app
-
-MAX_UPLOAD = "100mb"
+from hemseg.app.serve import main
 
 if __name__ == "__main__":
-    build_app().launch(max_file_size=MAX_UPLOAD, share=False)
+    main()

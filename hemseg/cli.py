@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_command(subcommands)
     add_evaluate_command(subcommands)
     lab = subcommands.add_parser(
-        "lab", help="tools for research on the models: bench, calibrate, ceilings, compare, robustness, scale"
+        "lab", help="tools for research on the models: bench, calibrate, ceilings, compare, robustness, scale, stress"
     )
     add_lab_commands(lab)
     return parser
@@ -49,3 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input is the user's to fix (a wrong file, an output path that is a file): one clear line, no traceback.
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C: what was done and kept, in one line (the commands say it)
+        print("interrupted" + (f": {err}" if str(err) else ""), file=sys.stderr)
+        return 130

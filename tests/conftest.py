@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import socket
 import subprocess
@@ -17,8 +18,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from hemseg.lab.hostile import dicom_slice  # noqa: F401 - the tests' DICOM slices, as the stress campaign's
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "spine-mri"
 RAS_SHAPE = (40, 48, 72)  # x: left->right, y: posterior->anterior, z: inferior->superior
@@ -88,24 +92,6 @@ def write_dicom_series(volume_ras: np.ndarray, folder: Path, slope: float = 2.0,
     return folder
 
 
-def dicom_slice(path: Path, pixels: np.ndarray, spacing=(0.5, 0.8)) -> Path:
-    """One sagittal DICOM slice of 16-bit ``pixels`` with ``spacing`` (mm)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # rows along y, columns along -z: a sagittal slice
-    ds.ImagePositionPatient, ds.PixelSpacing = [0, 0, 0], list(spacing)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 @pytest.fixture
 def nifti_cases(tmp_path: Path) -> Path:
     """A folder with two synthetic NIfTI cases from two 'sources'."""
@@ -164,6 +150,39 @@ def one_epoch(data: Path, out: Path) -> list[str]:
 
 EXAMPLES = REPO / "examples"
 EXAMPLE = EXAMPLES / "vb2_07_sagittal_042.png"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A function giving a real file system of the size asked ("512k"), to fill: a tmpfs mounted for the test
+    (CI's container runs as root; elsewhere the test is skipped, saying why)."""
+    mounts = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounts)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"a tmpfs cannot be mounted here: {done.stderr.decode().strip()}")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def whole_outputs(folder: Path) -> list[Path]:
+    """Every file under ``folder``, each checked to be whole: PNGs decode to the end, CSVs parse; no half-written
+    temporary file is left."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert not [p for p in files if ".partial-" in p.name], "a half-written file was left behind"
+    for path in files:
+        if path.suffix == ".png":
+            Image.open(path).load()
+        elif path.suffix == ".csv":
+            list(csv.DictReader(path.open()))
+    return files
 
 
 def free_port() -> int:

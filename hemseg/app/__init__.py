@@ -1,5 +1,5 @@
-"""The web app (`python app.py`): uploads in, segmentation, overlay and scores out."""
+"""The web app (`python app.py`): uploads in, segmentation, overlay and scores out.
 
-from hemseg.app.ui import build_app
-
-__all__ = ["build_app"]
+``hemseg.app.storage`` imports no Gradio, so the app can choose Gradio's upload folder before Gradio is imported;
+the app itself is ``hemseg.app.ui.build_app``.
+"""

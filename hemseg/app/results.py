@@ -4,9 +4,7 @@ against a ground truth or from the model's own evaluation, and the files."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,38 +17,73 @@ from skimage.measure import regionprops
 
 from hemseg.app.uploads import read_truth
 from hemseg.evaluation.figures import error_map
-from hemseg.files import write_csv
+from hemseg.files import replace_file, write_csv
 from hemseg.inference.overlay import gray_rgb, label_colour, paint
 from hemseg.inference.segmenter import BUNDLED_MODEL, LOAD_ERRORS, Prediction, Segmenter, parse_model_spec
 from hemseg.metrics import EIGHT, slice_metrics
 
 LESION = "hemangioma"
-
-
 BODY = "vertebral_body"
-
-
-SCRATCH = Path(tempfile.gettempdir()) / "hemseg-app"  # this app's own result files, before Gradio caches them
-
-
-MAX_AGE_S = 3600
-
-
 LESION_COLUMNS = ["lesion", "area", "largest diameter", "share of its vertebral body", "warning"]
-
-
 METRIC_KEYS = ("dice", "iou", "precision", "recall", "accuracy", "ssim", "hd95")
 
 
 @dataclass
 class Result:
-    """What one segmentation produced; kept in gr.State so sliders redraw without running the model."""
+    """What one segmentation produced: enough for the sliders to redraw without running the model."""
 
     pixels: np.ndarray
     prediction: Prediction
     plane: str | None
     name: str
     window: tuple[float, float] | None = None
+
+    def store(self, folder: Path) -> StoredResult:
+        """Save the arrays to ``folder`` (the session's), replacing the session's earlier result."""
+        for old in folder.glob("*.npz"):
+            old.unlink(missing_ok=True)
+        path = folder / f"{uuid.uuid4().hex}.npz"
+        probabilities = self.prediction.probabilities
+        with replace_file(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, pixels=self.pixels, **{f"p_{label}": p for label, p in probabilities.items()})
+        p = self.prediction
+        return StoredResult(
+            path,
+            list(probabilities),
+            self.plane,
+            self.name,
+            self.window,
+            p.threshold,
+            p.spacing,
+            p.seeds,
+            p.spacing_source,
+        )
+
+
+@dataclass
+class StoredResult:
+    """A Result whose arrays wait on disk: what ``gr.State`` keeps per session, a few hundred bytes, where the
+    arrays of a 2048 x 2048 slice would hold 50 MB of memory per session until it expires."""
+
+    path: Path
+    labels: list[str]
+    plane: str | None
+    name: str
+    window: tuple[float, float] | None
+    threshold: float
+    spacing: tuple[float, float] | None
+    seeds: dict[str, float]
+    spacing_source: str | None
+
+    def load(self) -> Result:
+        with np.load(self.path) as arrays:
+            probabilities = {label: arrays[f"p_{label}"] for label in self.labels}
+            pixels = arrays["pixels"]
+        prediction = Prediction(probabilities, self.threshold, self.spacing, self.seeds, self.spacing_source)
+        return Result(pixels, prediction, self.plane, self.name, self.window)
+
+    def delete(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def lesion_rows(prediction: Prediction) -> list[list[object]]:
@@ -132,25 +165,16 @@ def truth_metrics(truth: str | None, prediction: Prediction, pixels: np.ndarray)
     return rows, np.where(marked, 0.35 * background + 0.65 * colours, background).astype(np.uint8), ""
 
 
-def scratch_dir() -> Path:
-    """A new folder for one request's files; folders older than an hour are deleted on the way.
-
-    Gradio deletes its own cached copies (``delete_cache``); these are the originals it copied from.
-    """
-    SCRATCH.mkdir(exist_ok=True)
-    now = time.time()
-    for old in SCRATCH.iterdir():
-        if now - old.stat().st_mtime > MAX_AGE_S:
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=SCRATCH))
-
-
-def write_downloads(result: Result, prediction: Prediction, rows: list[list[object]]) -> list[str]:
-    out = scratch_dir()
+def write_downloads(result: Result, prediction: Prediction, rows: list[list[object]], folder: Path) -> list[str]:
+    """The masks as PNG and the lesion table as CSV, in a new folder under ``folder`` (the session's), each file
+    written whole or not at all."""
+    out = folder / uuid.uuid4().hex[:12]
+    out.mkdir()
     files = []
     for label, mask in prediction.masks.items():
         path = out / f"{result.name}_{label}.png"
-        Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+        with replace_file(path) as tmp:
+            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
         files.append(str(path))
     table = [dict(zip(LESION_COLUMNS, row, strict=True)) for row in rows]
     files.append(str(write_csv(out / f"{result.name}_lesions.csv", table, LESION_COLUMNS)))

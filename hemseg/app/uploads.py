@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
-from hemseg.data.images import MAX_PIXELS, Slice, read_slice
+from hemseg.data.images import Slice, read_slice
 from hemseg.data.volumes import (
     NIFTI_SUFFIXES,
     PLANE_AXIS,
@@ -20,34 +21,31 @@ from hemseg.data.volumes import (
     read_volume,
 )
 
-MAX_VOXELS = 512 * 512 * 256  # a volume's probabilities for every slice are held at once: about 0.5 GB per label
-
 
 def without_folder(err: Exception, path: str) -> str:
     """The message of ``err`` without the server's folder of the upload ``path``: the user knows the file by name."""
     return str(err).replace(str(Path(path).parent) + "/", "")
 
 
+def user_error(text: str) -> gr.Error:
+    """A message for the page. Gradio shows it as HTML, and file names and DICOM fields are the uploader's text:
+    escaped, ``<b>`` reads as ``<b>``. No traceback in the server's log: it is the user's input, not a fault."""
+    return gr.Error(html.escape(text), print_exception=False)
+
+
 def open_upload(path: str | None) -> Slice | Volume:
-    """A 2D slice, or a 3D volume for NIfTI (and DICOM series folders are out of reach of an upload)."""
+    """A 2D slice, or a 3D volume for NIfTI (and DICOM series folders are out of reach of an upload). Sizes are
+    checked from each file's header before its pixels are decoded (``hemseg.data.limits``)."""
     if not path:
-        raise gr.Error("Please upload an image: PNG, JPEG, TIFF, DICOM or NIfTI.")
+        raise user_error("Please upload an image: PNG, JPEG, TIFF, DICOM or NIfTI.")
     try:
         is_nifti = path.lower().endswith(NIFTI_SUFFIXES)
         shape = nifti_header(path).shape if is_nifti else ()
         if len([n for n in shape if n > 1]) >= 3:
-            if np.prod(shape) > MAX_VOXELS:  # from the header: a small .nii.gz of zeros can unpack to gigabytes
-                raise gr.Error(
-                    f"The volume is too large for this app ({' x '.join(map(str, shape))} voxels; at most "
-                    f"{MAX_VOXELS:,}): crop it, or upload single slices."
-                )
             return read_volume(path)
-        image = read_slice(path)
+        return read_slice(path)
     except READ_ERRORS as err:
-        raise gr.Error(without_folder(err, path)) from err
-    if image.pixels.size > MAX_PIXELS:
-        raise gr.Error(f"The image is too large ({image.pixels.shape}); at most {MAX_PIXELS:,} pixels.")
-    return image
+        raise user_error(without_folder(err, path)) from err
 
 
 def choose_slice(volume: Volume, plane: str, index: int) -> Slice:
@@ -71,6 +69,11 @@ def read_truth(truth: str, shape: tuple[int, ...]) -> np.ndarray:
             "must have the same size"
         )
     distinct = np.unique(values)
+    if len(distinct) == 1 and distinct[0] != 0:
+        raise ValueError(
+            f"it marks every pixel as lesion (every value is {distinct[0]:g}), which a slice's lesion mask never "
+            "does: it was likely saved blank or inverted. Save it with 0 for background and 255 (or 1) for lesion"
+        )
     if len(distinct) > 2:
         shown = ", ".join(f"{v:g}" for v in distinct[:4]) + (", ..." if len(distinct) > 4 else "")
         raise ValueError(

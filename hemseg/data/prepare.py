@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import os
+import sys
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -100,6 +101,21 @@ def assign_splits(
         for i, case in enumerate(members):
             splits[case] = "val" if i < n_val else "test" if i < n_val + n_test else "train"
     return splits
+
+
+def empty_splits_note(splits: dict[str, str], shares: tuple[float, float, float], held_out: bool) -> str:
+    """A warning when a split with a share above 0 got no case (few cases: each source is split on its own and
+    rounded), else ""."""
+    names = ["train", "val"] if held_out else ["train", "val", "test"]
+    empty = [name for name, share in zip(names, shares, strict=False) if share > 0 and name not in splits.values()]
+    if not empty:
+        return ""
+    counts = {name: list(splits.values()).count(name) for name in ("train", "val", "test")}
+    return (
+        f"no case went to {' or '.join(empty)} ({', '.join(f'{n} {name}' for name, n in counts.items())}): each "
+        "source is split on its own, and it has too few cases for these shares. Give more cases, or larger shares "
+        "(--split 0.34,0.33,0.33 puts a third of each source in each split)"
+    )
 
 
 def spread(indices: np.ndarray, count: int) -> list[int]:
@@ -356,6 +372,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     out = prepare(args.volumes, args.out, args.seed, SimulatorConfig(), sampling, args.overwrite, args.workers)
     with open(out / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
+    splits = {row["case"]: row["split"] for row in rows}
+    if note := empty_splits_note(splits, shares, bool(sampling.test_sources)):
+        print(f"warning: {note}", file=sys.stderr)
     with_lesion = sum(int(r["hemangioma_px"]) > 0 for r in rows)
     print(
         f"wrote {len(rows)} slices ({with_lesion} with a simulated lesion) from {len({r['case'] for r in rows})} "

@@ -7,6 +7,7 @@ geometry, never from the order in which the axes happen to be stored.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +19,29 @@ from nibabel.filebasedimages import ImageFileError
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_rescale
 
+from hemseg.data.limits import check_shape
+
 PLANES = ("axial", "coronal", "sagittal")
 # The array axis that a slice of each plane is cut across, in RAS order.
 PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 READ_ERRORS = (OSError, EOFError, zlib.error, ImageFileError, ValueError)
+MAX_STEM_BYTES = 100
 DICOM_ERRORS = (InvalidDicomError, AttributeError, KeyError, ValueError, TypeError, RuntimeError, NotImplementedError)
 
 
 def file_stem(path: Path) -> str:
-    """The name outputs made from ``path`` carry: its stem, for NIfTI the name up to its first dot (``x.nii.gz``)."""
-    return path.name.split(".")[0] if path.name.lower().endswith(NIFTI_SUFFIXES) else path.stem
+    """The name outputs made from ``path`` carry: its stem, for NIfTI the name up to its first dot (``x.nii.gz``).
+
+    A stem over MAX_STEM_BYTES is cut and ends in a hash of the whole: file systems and Gradio cut names near 255
+    and 200 bytes, which would give ``<long>_hemangioma.png`` and ``<long>_vertebral_body.png`` one name.
+    """
+    stem = path.name.split(".")[0] if path.name.lower().endswith(NIFTI_SUFFIXES) else path.stem
+    encoded = stem.encode()
+    if len(encoded) <= MAX_STEM_BYTES:
+        return stem
+    digest = hashlib.sha1(encoded).hexdigest()[:8]
+    return encoded[: MAX_STEM_BYTES - 9].decode(errors="ignore") + "-" + digest
 
 
 @dataclass
@@ -43,11 +56,22 @@ class Volume:
 
 
 def nifti_header(path: str | Path) -> nib.Nifti1Image:
-    """``nib.load`` (the header only; the data are read on access), its errors said as "could not be read"."""
+    """``nib.load`` (the header only; the data are read on access), its errors said as "could not be read", and a
+    size that cannot be (a dimension below 1) or that is above MAX_VOXELS refused before the data are unpacked."""
     try:
-        return nib.load(path)
+        image = nib.load(path)
     except READ_ERRORS as err:
         raise ValueError(f"{path}: could not be read as NIfTI ({type(err).__name__}: {err})") from err
+    check_shape(Path(path).name, image.shape)
+    return image
+
+
+def canonical_shape(image: nib.Nifti1Image) -> tuple[int, ...]:
+    """The shape ``read_volume`` gives a NIfTI volume (its axes in RAS order), from the header alone."""
+    shape = list(image.shape[:3])
+    for stored, (axis, _) in enumerate(nib.io_orientation(image.affine)[: len(shape)]):
+        shape[int(axis)] = image.shape[stored]
+    return tuple(shape)
 
 
 def _load_nifti(path: Path) -> nib.Nifti1Image:
@@ -84,7 +108,7 @@ def read_label(path: Path, grid: nib.Nifti1Image, grid_path: Path) -> np.ndarray
     data = np.asanyarray(label.dataobj)
     if not np.issubdtype(data.dtype, np.integer) and not np.array_equal(data, np.round(data)):
         raise ValueError(f"{path}: a label map must hold integer ids, found fractional values")
-    return data.astype(np.int32)
+    return np.ascontiguousarray(data, dtype=np.int32)
 
 
 def read_volume(image_path: str | Path, label_path: str | Path | None = None) -> Volume:
@@ -94,7 +118,10 @@ def read_volume(image_path: str | Path, label_path: str | Path | None = None) ->
     canonical = nib.as_closest_canonical(grid)
     label = read_label(Path(label_path), canonical, image_path) if label_path is not None else None
     spacing = tuple(float(z) for z in canonical.header.get_zooms()[:3])
-    return Volume(np.asanyarray(canonical.dataobj), spacing, label, image_path, canonical.affine)
+    # One copy in C order: nibabel's arrays are Fortran-ordered, and np.take across them copied the whole volume
+    # for every slice it cut (quadratic in the volume's depth).
+    image = np.ascontiguousarray(np.asanyarray(canonical.dataobj))
+    return Volume(image, spacing, label, image_path, canonical.affine)
 
 
 def read_dicom_series(folder: Path) -> nib.Nifti1Image:
@@ -151,7 +178,7 @@ def cut(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
     Axial: anterior up, the patient's right on the viewer's left. Coronal: superior up, patient's right on the
     left. Sagittal: superior up, anterior on the left.
     """
-    return np.take(volume, index, axis=PLANE_AXIS[plane]).T[::-1, ::-1]
+    return np.moveaxis(volume, PLANE_AXIS[plane], 0)[index].T[::-1, ::-1]  # a view: np.take would copy the volume
 
 
 def uncut(slices: np.ndarray, plane: str) -> np.ndarray:

@@ -13,9 +13,9 @@ from PIL import Image
 
 from hemseg.data.images import IMAGE_SUFFIXES, read_slice
 from hemseg.data.volumes import NIFTI_SUFFIXES, file_stem
-from hemseg.files import write_csv
+from hemseg.files import clear_partials, replace_file, write_csv, write_failure
 from hemseg.inference.overlay import overlay
-from hemseg.inference.segmenter import Segmenter, add_model_options
+from hemseg.inference.segmenter import Prediction, Segmenter, add_model_options
 
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm", *NIFTI_SUFFIXES)
 READ_FAILURES = (ValueError, OSError)  # what read_slice and predict raise for a file they cannot use
@@ -64,35 +64,75 @@ def predict_files(
     that cannot be read is skipped, and the others are still segmented.
 
     ``pixel_size`` (mm, square pixels) overrides every file's own; each row says the pixel size used and where it
-    came from (``given``, the ``file``, or ``estimated`` by a model with a physical contract)."""
+    came from (``given``, the ``file``, or ``estimated`` by a model with a physical contract).
+
+    Every file is written whole or not at all. A full disk or Ctrl-C stops the batch: the table then lists the
+    inputs done so far (or, when not even it can be written, an earlier run's table is removed rather than left
+    beside new files), and the error says how far the batch got.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    clear_partials(out)
     rows, errors = [], []
-    for file, stem in zip(files, output_stems(files), strict=True):
-        row: dict = {"file": str(file), "output": stem}
-        try:
-            image = read_slice(file)
-            prediction = segmenter.predict(image, None if pixel_size is None else (pixel_size, pixel_size))
-        except READ_FAILURES as err:
-            reason = str(err).removeprefix(f"{file}: ").removeprefix(f"{file.name}: ")  # the row names the file
-            errors.append(f"{file}: {reason}")
-            rows.append(row | {"error": reason})
-            continue
-        for label, mask in prediction.masks.items():
-            Image.fromarray(mask.astype(np.uint8) * 255).save(out / f"{stem}_{label}.png")
-        Image.fromarray(overlay(image.pixels, prediction.masks)).save(out / f"{stem}_overlay.png")
-        row |= {
-            "height": image.pixels.shape[0],
-            "width": image.pixels.shape[1],
-            "spacing_row": round(prediction.spacing[0], 4) if prediction.spacing else "",
-            "spacing_col": round(prediction.spacing[1], 4) if prediction.spacing else "",
-            "spacing_source": prediction.spacing_source or "",
-            "area_unit": prediction.area_unit,
-        }
-        for label in prediction.masks:
-            row[f"{label}_count"] = prediction.count(label)
-            row[f"{label}_area"] = round(prediction.area(label), 2)
-        rows.append(row | {"error": ""})
+    try:
+        for file, stem in zip(files, output_stems(files), strict=True):
+            row: dict = {"file": str(file), "output": stem}
+            try:
+                image = read_slice(file)
+                prediction = segmenter.predict(image, None if pixel_size is None else (pixel_size, pixel_size))
+            except READ_FAILURES as err:
+                reason = str(err).removeprefix(f"{file}: ").removeprefix(f"{file.name}: ")  # the row names the file
+                errors.append(f"{file}: {reason}")
+                rows.append(row | {"error": reason})
+                continue
+            write_outputs(out, stem, image.pixels, prediction)
+            rows.append(row | describe(image.pixels, prediction) | {"error": ""})
+    except (OSError, KeyboardInterrupt) as err:
+        done = f"{len(rows)} of {len(files)} inputs done; {stop_table(out, rows)}"
+        if isinstance(err, KeyboardInterrupt):
+            raise KeyboardInterrupt(done) from None
+        raise OSError(f"{write_failure(err, Path(err.filename or out))}; {done}") from err
     return write_csv(out / "predictions.csv", rows), errors
+
+
+def write_outputs(out: Path, stem: str, pixels: np.ndarray, prediction: Prediction) -> None:
+    pictures = {f"{stem}_{label}.png": mask.astype(np.uint8) * 255 for label, mask in prediction.masks.items()}
+    pictures[f"{stem}_overlay.png"] = overlay(pixels, prediction.masks)
+    for name, picture in pictures.items():
+        try:
+            with replace_file(out / name) as tmp:
+                Image.fromarray(picture).save(tmp, format="PNG")
+        except OSError as err:
+            err.filename = err.filename or str(out / name)  # Pillow's write errors name no file
+            raise
+
+
+def describe(pixels: np.ndarray, prediction: Prediction) -> dict:
+    """One input's row of the table: its size, the pixel size used and where it came from, and per label the
+    number of components and the area."""
+    spacing = prediction.spacing
+    row = {
+        "height": pixels.shape[0],
+        "width": pixels.shape[1],
+        "spacing_row": round(spacing[0], 4) if spacing else "",
+        "spacing_col": round(spacing[1], 4) if spacing else "",
+        "spacing_source": prediction.spacing_source or "",
+        "area_unit": prediction.area_unit,
+    }
+    for label in prediction.masks:
+        row[f"{label}_count"] = prediction.count(label)
+        row[f"{label}_area"] = round(prediction.area(label), 2)
+    return row
+
+
+def stop_table(out: Path, rows: list[dict]) -> str:
+    """The table of a stopped batch's inputs done so far; what became of it, in words."""
+    table = out / "predictions.csv"
+    try:
+        write_csv(table, rows)
+    except OSError:
+        table.unlink(missing_ok=True)  # a full disk still allows a removal
+        return f"{table} could not be written (an earlier one there was removed)"
+    return f"{table} lists them"
 
 
 def add_predict_command(subcommands: argparse._SubParsersAction) -> None:

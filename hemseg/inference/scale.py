@@ -53,9 +53,15 @@ def estimate_pixel_size(segmenter: Segmenter, image: np.ndarray, label: str = "v
     label = label if label in segmenter.labels else segmenter.labels[0]
     longest = max(np.shape(image))
     low, high = (fov / longest for fov in FIELD_OF_VIEW_MM)
-    candidates = np.geomspace(low, high, COARSE)
-    best = max(candidates, key=lambda size: score(segmenter, image, float(size), label))
+    scores: dict[float, float] = {}  # the fine search's middle and ends are coarse sizes: each is run once
+
+    def scored(size: float) -> float:
+        key = round(float(size), 9)
+        if key not in scores:
+            scores[key] = score(segmenter, image, float(size), label)
+        return scores[key]
+
+    best = max(np.geomspace(low, high, COARSE), key=scored)
     step = (high / low) ** (1 / (COARSE - 1))  # one coarse step each way, searched finer
-    fine = np.geomspace(best / step, best * step, FINE)
-    best = max(fine, key=lambda size: score(segmenter, image, float(size), label))
+    best = max(np.geomspace(best / step, best * step, FINE), key=scored)
     return float(best) / segmenter.model.preprocessing.get("scale_bias", 1.0)

@@ -10,6 +10,7 @@ from hemseg.lab.ceilings import add_ceilings_command
 from hemseg.lab.compare import add_compare_command
 from hemseg.lab.robustness import add_robustness_command
 from hemseg.lab.scale import add_scale_command
+from hemseg.lab.stress import add_stress_command
 
 
 def add_lab_commands(lab: argparse.ArgumentParser) -> None:
@@ -22,3 +23,4 @@ def add_lab_commands(lab: argparse.ArgumentParser) -> None:
     add_compare_command(tools)
     add_robustness_command(tools)
     add_scale_command(tools)
+    add_stress_command(tools)

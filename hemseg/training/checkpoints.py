@@ -32,6 +32,18 @@ def resolve_checkpoint(name: str, work_dir: Path) -> str:
     return str(complete[-1])
 
 
+def resume_hint(work_dir: Path) -> str:
+    """Where a stopped run can go on from, in words."""
+    try:
+        latest = Path(resolve_checkpoint("latest", work_dir))
+    except FileNotFoundError:
+        return f"no checkpoint was complete yet in {work_dir / 'checkpoints'}: start the run again"
+    return (
+        f"the latest whole checkpoint is {latest} (epoch {checkpoint_number(latest) + 1}): continue with "
+        "--resume-from-checkpoint latest"
+    )
+
+
 def clear_later_checkpoints(work_dir: Path, epoch: int, is_main_process: bool) -> None:
     """Make room for the checkpoints of the epochs after ``epoch``, the one resumed from.
 

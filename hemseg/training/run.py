@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -30,7 +31,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader, TensorDataset
 
 from hemseg.data.dataset import label_names, load
-from hemseg.files import atomic_folder, write_csv
+from hemseg.files import atomic_folder, clear_partials, write_csv, write_failure
 from hemseg.hub import push_folder
 from hemseg.inference.segmenter import load_model
 from hemseg.model import UNet
@@ -42,6 +43,7 @@ from hemseg.training.checkpoints import (
     record_invocation,
     refuse_earlier_run,
     resolve_checkpoint,
+    resume_hint,
 )
 from hemseg.training.finish import finish
 from hemseg.training.launch import command_line, idle_cores_note, launch_command, one_cpu_process_note
@@ -204,10 +206,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
+    """``run_training``, with Ctrl-C said as what is kept and how to go on."""
+    try:
+        return run_training(args)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(resume_hint(Path(f"{args.output_dir}-checkpoints"))) from None
+
+
+def run_training(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push-to-hub needs --hub-model-id")
     output_dir, work_dir = Path(args.output_dir), Path(f"{args.output_dir}-checkpoints")
+    for folder in (output_dir.parent, work_dir):  # what a run killed while writing left half written
+        if folder.is_dir():
+            clear_partials(folder)
     recipe = resolve_recipe(args, work_dir)
     refuse_earlier_run(work_dir, resuming=bool(args.resume_from_checkpoint))
     training, validation, labels = recipe.training, recipe.validation, list(recipe.model.labels)
@@ -307,7 +320,11 @@ def train(args: argparse.Namespace) -> int:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         commands = (work_dir / COMMANDS_FILE).read_text().splitlines()
-        finish(recipe, args.data, dataset, log, work_dir, output_dir, state, commands, accelerator.device)
+        try:
+            finish(recipe, args.data, dataset, log, work_dir, output_dir, state, commands, accelerator.device)
+        except (OSError, RuntimeError) as err:  # torch says a full disk as "basic_ios::clear: iostream error"
+            kept = f"the best weights are kept in {work_dir / 'best'}"
+            raise OSError(f"{write_failure(err, output_dir)}; {kept}") from err
         if args.push_to_hub:
             return push_folder(output_dir, args.hub_model_id, args.private)
     accelerator.end_training()
@@ -352,19 +369,30 @@ def split_indices(data: SliceTensors, recipe: Recipe, name: str) -> tuple[torch.
 
 def save_epoch(accelerator: Accelerator, model, log: list[dict], work_dir: Path, best: bool, checkpoint: bool) -> str:
     """A new best epoch's weights to ``best/``, the log, and when due a checkpoint (after the weights, so ``best/``
-    belongs to the latest checkpoint); the checkpoint's time, for the epoch's line."""
-    if best:
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            with atomic_folder(work_dir / "best") as folder:  # never half written, even if the run dies here
-                accelerator.unwrap_model(model).save_pretrained(folder)
-    if accelerator.is_main_process:  # the log first: a checkpoint never lacks its log rows
-        write_csv(work_dir / "training_log.csv", log)
-    if not checkpoint:
-        return ""
-    saving = time.perf_counter()
-    accelerator.project_configuration.iteration = log[-1]["epoch"] - 1  # checkpoint_<k> holds epoch k + 1
-    accelerator.save_state()
+    belongs to the latest checkpoint); the checkpoint's time, for the epoch's line.
+
+    Each is whole or absent: ``best/`` and the log are replaced when complete, and a checkpoint cut short (a full
+    disk, Ctrl-C) is removed. A write that fails is said in words, with the checkpoint to resume from."""
+    try:
+        if best:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                with atomic_folder(work_dir / "best") as folder:  # never half written, even if the run dies here
+                    accelerator.unwrap_model(model).save_pretrained(folder)
+        if accelerator.is_main_process:  # the log first: a checkpoint never lacks its log rows
+            write_csv(work_dir / "training_log.csv", log)
+        if not checkpoint:
+            return ""
+        saving = time.perf_counter()
+        accelerator.project_configuration.iteration = log[-1]["epoch"] - 1  # checkpoint_<k> holds epoch k + 1
+        try:
+            accelerator.save_state()
+        except BaseException:
+            if accelerator.is_main_process:
+                shutil.rmtree(work_dir / "checkpoints" / f"checkpoint_{log[-1]['epoch'] - 1}", ignore_errors=True)
+            raise
+    except (OSError, RuntimeError) as err:  # torch says a full disk as "basic_ios::clear: iostream error"
+        raise OSError(f"{write_failure(err, work_dir)}; {resume_hint(work_dir)}") from err
     return f", checkpoint {time.perf_counter() - saving:.1f} s"
 
 
@@ -387,3 +415,6 @@ def cli(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return 130

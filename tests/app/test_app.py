@@ -2,20 +2,22 @@
 App behind it, called directly."""
 
 import os
-import time
+import re
 
+import gradio as gr
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import EXAMPLE, EXAMPLES, synthetic_ras
+from conftest import EXAMPLE, EXAMPLES, dicom_slice, synthetic_ras
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 from hemseg import Segmenter, UNet
-from hemseg.app import results
-from hemseg.app.results import lesion_rows
+from hemseg.app import ui
+from hemseg.app.results import StoredResult, lesion_rows
+from hemseg.app.storage import Storage
 from hemseg.app.ui import App, build_app
 from hemseg.data.volumes import cut
 from hemseg.inference.segmenter import Prediction
@@ -119,7 +121,7 @@ def test_bad_inputs_get_plain_messages_and_the_app_keeps_serving(client, tmp_pat
     assert "too large" in bad(client, tmp_path / "huge.png")
     zeros = nib.Nifti1Image(np.zeros((600, 600, 200), np.uint8), np.eye(4))  # 72 million voxels in 0.3 MB of gzip
     nib.save(zeros, tmp_path / "unpacks_big.nii.gz")
-    assert "volume is too large" in bad(client, tmp_path / "unpacks_big.nii.gz")
+    assert "too large" in bad(client, tmp_path / "unpacks_big.nii.gz")
     nan = np.full((64, 64), np.nan, dtype=np.float32)
     Image.fromarray(nan, mode="F").save(tmp_path / "nan.tif")
     assert "NaN" in bad(client, tmp_path / "nan.tif")
@@ -176,17 +178,6 @@ def test_a_seed_threshold_leaves_out_faint_lesions_and_the_summary_says_so():
     assert "reaches" not in app.segment(str(EXAMPLE), threshold=0.95)[7]  # at or above the seed it does nothing
 
 
-def test_result_files_older_than_an_hour_are_deleted(tmp_path, monkeypatch):
-    monkeypatch.setattr(results, "SCRATCH", tmp_path / "scratch")
-    old = results.scratch_dir()
-    (old / "mask.png").write_bytes(b"x")
-    two_hours_ago = time.time() - 7200
-    os.utime(old, (two_hours_ago, two_hours_ago))
-    recent = results.scratch_dir()
-    new = results.scratch_dir()
-    assert not old.exists() and recent.exists() and new.exists()
-
-
 def test_the_page_offers_two_api_endpoints_and_keeps_its_own_events_private():
     torch.manual_seed(0)
     demo = build_app(Segmenter(UNet(1, 2, 4, labels=["vertebral_body", "hemangioma"]), "a tiny model"))
@@ -203,3 +194,64 @@ def test_the_summary_says_which_pixel_size_was_used_and_a_given_one_wins(tmp_pat
     path = tmp_path / "volume.nii.gz"
     nib.save(nib.Nifti1Image(synthetic_ras()[0], np.diag([0.8, 0.8, 0.8, 1.0])), path)
     assert "pixel size 0.8 x 0.8 mm (from the file)" in app.segment(str(path), plane="axial", pixel_size=0)[7]
+
+
+def tiny_app(tmp_path) -> App:
+    torch.manual_seed(0)
+    model = UNet(1, 2, 4, labels=["vertebral_body", "hemangioma"])
+    return App(Segmenter(model, "a tiny model"), Storage(tmp_path / "storage"))
+
+
+def test_text_from_files_reaches_the_page_escaped(tmp_path):
+    app = tiny_app(tmp_path)
+    named = tmp_path / "<img src=x onerror=alert(1)>.png"
+    named.write_bytes(EXAMPLE.read_bytes())
+    summary = app.segment(str(named))[7]
+    assert re.search(r"(?<!\\)<", summary) is None and "\\<img src=x onerror=alert(1)\\>" in summary
+    path = dicom_slice(tmp_path / "m.dcm", np.zeros((8, 8)), PhotometricInterpretation=("LO", "<b>x</b>"))
+    with pytest.raises(gr.Error) as refused:
+        app.segment(str(path))
+    assert "<b>" not in refused.value.message and "&lt;b&gt;x&lt;/b&gt;" in refused.value.message
+    assert refused.value.print_exception is False  # a user's bad file is no fault of the server: no traceback
+
+
+def test_a_result_waits_on_disk_in_its_session_and_sliders_redraw_from_it(tmp_path):
+    app = tiny_app(tmp_path)
+    outputs = app.segment(str(EXAMPLE))
+    stored = outputs[-1]
+    assert isinstance(stored, StoredResult) and stored.path.exists() and stored.path.stat().st_size > 0
+    again = app.redraw(stored, 0.3, 0.45, False, None)
+    assert np.asarray(again[0]).shape == np.asarray(outputs[0]).shape and again[-1] is stored  # not stored again
+    assert len(app.restyle(stored, 0.3, 0.9, True)) == 2
+    app.segment(str(EXAMPLE))  # the session's next result replaces it
+    assert not stored.path.exists()
+    with pytest.raises(gr.Error, match="no longer kept"):
+        app.redraw(stored, 0.3, 0.45, False, None)
+
+
+def test_two_masks_of_a_long_name_download_under_two_names(tmp_path):
+    named = tmp_path / ("n" * 246 + ".png")
+    named.write_bytes(EXAMPLE.read_bytes())
+    downloads = tiny_app(tmp_path).segment(str(named))[6]
+    names = [os.path.basename(f) for f in downloads]
+    assert len(set(names)) == 3 and all(len(name.encode()) < 200 for name in names)
+
+
+def test_a_ground_truth_of_all_lesion_is_not_scored(tmp_path):
+    Image.fromarray(np.full(Image.open(EXAMPLE).size[::-1], 255, np.uint8)).save(tmp_path / "all.png")
+    outputs = tiny_app(tmp_path).segment(str(EXAMPLE), truth=str(tmp_path / "all.png"))
+    assert outputs[4] == [] and "marks every pixel as lesion" in outputs[7]
+
+
+def test_a_whole_volume_reports_its_progress_and_stops_at_its_time_budget(tmp_path, monkeypatch):
+    path = tmp_path / "volume.nii.gz"
+    nib.save(nib.Nifti1Image(synthetic_ras()[0], np.diag([1.0, 1.0, 2.0, 1.0])), path)
+    app = tiny_app(tmp_path)
+    steps = list(app.segment_volume(str(path), "axial"))
+    depth = nib.load(path).shape[2]
+    assert [text for text, _ in steps[:-1]][-1] == f"Segmenting the axial slices: {depth} of {depth} done."
+    summary, files = steps[-1]
+    assert "mL" in summary and all(nib.load(f).shape == nib.load(path).shape for f in files)
+    monkeypatch.setattr(ui, "VOLUME_BUDGET_S", 0.0)
+    with pytest.raises(gr.Error, match="Stopped after 0 s at slice 8"):
+        list(app.segment_volume(str(path), "axial"))

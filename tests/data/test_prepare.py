@@ -8,7 +8,8 @@ import pytest
 from conftest import run, save_nifti, synthetic_ras, write_case, write_dicom_series
 from PIL import Image
 
-from hemseg.data.prepare import SamplingConfig, assign_splits, prepare
+from hemseg.cli import main
+from hemseg.data.prepare import SamplingConfig, assign_splits, empty_splits_note, prepare
 from hemseg.data.simulate import SimulatorConfig
 
 SOME_LESIONS = SimulatorConfig(lesion_count_weights=(0, 0.5, 0.5))
@@ -247,3 +248,11 @@ def test_shared_case_prepares(tmp_path, shared_case):
     assert len(rows) == 3 * 24
     assert {(float(r["spacing_row"]), float(r["spacing_col"])) for r in rows} == {(1.0, 1.0)}
     assert any(int(r["hemangioma_px"]) > 0 for r in rows)
+
+
+def test_too_few_cases_for_a_split_are_said_not_silently_put_in_train(tmp_path, nifti_cases, capsys):
+    # One case per source: each source's 15 % rounds to no validation and no test case.
+    assert main(["prepare", str(nifti_cases), str(tmp_path / "s"), "--slices-per-plane", "2"]) == 0
+    said = capsys.readouterr().err
+    assert "warning: no case went to val or test (2 train, 0 val, 0 test)" in said and "--split 0.34,0.33,0.33" in said
+    assert empty_splits_note({"a": "train", "b": "val", "c": "test"}, (0.7, 0.15, 0.15), held_out=False) == ""

@@ -1,13 +1,20 @@
 import csv
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
-from conftest import EXAMPLE, dicom_slice, run
+import pytest
+from conftest import EXAMPLE, REPO, dicom_slice, run, whole_outputs
 from PIL import Image
 
 from hemseg.cli import main
+from hemseg.lab.hostile import nifti_of_zeros
 
 
 def test_predict_command_writes_masks_overlays_and_a_table(trained_model, tiny_slices, tmp_path):
@@ -37,6 +44,7 @@ def test_predict_skips_what_it_cannot_read_and_keeps_every_output(trained_model,
     second.mkdir()
     shutil.copy(EXAMPLE, first / "slice.png")
     (first / "broken.png").write_bytes(EXAMPLE.read_bytes()[:300])  # cut short, as by a failed copy
+    nifti_of_zeros(first / "negative.nii", (4, 5, 6), dim=(4, -5, 6))  # once a traceback that stopped the batch
     shutil.copy(EXAMPLE, first / "._slice.png")  # macOS metadata beside the image: not an input
     shutil.copy(EXAMPLE, second / "slice.png")  # the same name in another folder
     dicom_slice(second / "IM0001", np.arange(48 * 40, dtype=np.uint16).reshape(48, 40))  # scanner-style, no suffix
@@ -44,11 +52,18 @@ def test_predict_skips_what_it_cannot_read_and_keeps_every_output(trained_model,
     command = ["-m", "hemseg", "predict", str(first), str(second), "--out", str(out), "--model", str(trained_model)]
     result = run(command, check=False)
     assert result.returncode == 1
-    assert "3 images segmented" in result.stdout and "1 skipped" in result.stdout
+    assert "3 images segmented" in result.stdout and "2 skipped" in result.stdout
     assert f"error: {first / 'broken.png'}: " in result.stderr and "Traceback" not in result.stderr
+    assert f"error: {first / 'negative.nii'}: the NIfTI header gives the dimensions (4, -5, 6)" in result.stderr
     with open(out / "predictions.csv") as f:
         rows = {Path(row["file"]).relative_to(tmp_path).as_posix(): row for row in csv.DictReader(f)}
-    assert set(rows) == {"first/broken.png", "first/slice.png", "second/IM0001", "second/slice.png"}
+    assert set(rows) == {
+        "first/broken.png",
+        "first/negative.nii",
+        "first/slice.png",
+        "second/IM0001",
+        "second/slice.png",
+    }
     assert rows["first/broken.png"]["error"] and not rows["first/broken.png"]["hemangioma_area"]
     assert [rows[k]["output"] for k in ("first/slice.png", "second/slice.png", "second/IM0001")] == [
         "slice",
@@ -81,3 +96,63 @@ def test_predict_reports_the_pixel_size_it_used_and_takes_one_given(tmp_path, ca
     for bad in ("-1", "nan"):
         assert main(["predict", str(inputs), "--out", str(out), "--pixel-size", bad]) == 2
         assert "--pixel-size must be a number of mm above 0" in capsys.readouterr().err
+
+
+def copies(folder, n):
+    folder.mkdir()
+    for i in range(n):
+        shutil.copy(EXAMPLE, folder / f"s{i:03d}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_predict_in_one_line_and_leaves_no_truncated_file(trained_model, tmp_path, small_disk):
+    out = small_disk("512k") / "out"
+    out.mkdir()
+    (out / "predictions.csv").write_text("file,output\nold.png,old\n")  # an earlier run's table
+    result = run(
+        ["-m", "hemseg", "predict", str(copies(tmp_path / "in", 40)), "--out", str(out), "--model", str(trained_model)],
+        check=False,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no space left on device writing " + str(out) in errors[0]
+    done = int(re.search(r"(\d+) of 40 inputs done", errors[0]).group(1))
+    assert 0 < done < 40
+    files = whole_outputs(out)
+    table = out / "predictions.csv"
+    if table in files:  # the table of this run (the inputs done), never the earlier run's
+        assert [row["output"] for row in csv.DictReader(table.open())] == [f"s{i:03d}" for i in range(done)]
+    assert "removed" in errors[0] or table in files
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_predict_with_what_was_done_and_no_truncated_file(trained_model, tmp_path):
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hemseg",
+            "predict",
+            str(copies(tmp_path / "in", 400)),
+            "--out",
+            str(out),
+            "--model",
+            str(trained_model),
+        ],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while len(list(out.glob("*_overlay.png"))) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    line = stderr.strip().splitlines()[-1]
+    done = int(re.match(r"interrupted: (\d+) of 400 inputs done; .*predictions.csv lists them", line).group(1))
+    assert done >= 3
+    whole_outputs(out)
+    assert len(list(csv.DictReader((out / "predictions.csv").open()))) == done

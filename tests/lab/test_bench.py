@@ -8,6 +8,7 @@ from hemseg import UNet
 from hemseg.lab.bench import markdown, training_speedup, training_step
 
 
+@pytest.mark.slow  # a benchmark process of its own
 def test_bench_measures_one_variant_in_its_own_process():
     result = run(["-m", "hemseg", "lab", "bench", "--variant", "bundled, fp32 eager", "--quick"])
     row = json.loads(result.stdout.strip().splitlines()[-1])

@@ -59,6 +59,7 @@ def test_noise_is_the_same_for_the_same_seed():
     assert not np.array_equal(first, shifted(image, noise(0.08), np.random.default_rng([0, 4])))
 
 
+@pytest.mark.slow  # three command-line runs
 def test_robustness_command_scores_each_shift_against_none(trained_model, tiny_slices, tmp_path):
     out = tmp_path / "shifts.csv"
     model_and_data = ["--model", str(trained_model), "--data", str(tiny_slices), "--split", "val"]

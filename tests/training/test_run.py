@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
-from conftest import EXAMPLE, REPO, TINY_TRAINING, one_epoch, run
+from conftest import EXAMPLE, REPO, TINY_TRAINING, one_epoch, run, whole_outputs
 from huggingface_hub import ModelCard
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
@@ -21,6 +21,7 @@ from hemseg import Segmenter, UNet
 from hemseg.data.dataset import load
 from hemseg.evaluation.seeds import SEED_CANDIDATES
 from hemseg.speed import cpu_cores
+from hemseg.training.checkpoints import LAST_CHECKPOINT_FILE
 from hemseg.training.loop import slice_noise, validate, with_slice_noise
 from hemseg.training.losses import make_loss
 from hemseg.training.recipe import Recipe
@@ -297,6 +298,7 @@ def test_seed_thresholds_are_chosen_on_validation_cases_and_scored_with(tmp_path
     assert f"Seed thresholds (vertebral_body {best['seed']:g})" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow  # five refusals, each a train.py process of its own
 def test_bad_data_is_explained(tmp_path, tiny_slices):
     result = run_train(["--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")], check=False)
     assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
@@ -343,6 +345,7 @@ def test_cpu_training_launched_without_cpu_flag_says_cores_sit_idle(tmp_path):
     assert "note: training on the CPU with" not in two.stdout  # whose fix, --cpu, was given already
 
 
+@pytest.mark.slow  # two runs of train.py
 def test_fine_tuning_starts_from_the_given_weights(trained_model, tiny_slices, tmp_path):
     out = tmp_path / "tuned"
     run_train(
@@ -463,3 +466,45 @@ def test_fine_tuning_across_fits_is_refused(trained_model, tiny_slices, tmp_path
     refused = run_train([*args, "--init-from", str(trained_model)], check=False)
     assert refused.returncode == 2
     assert "was trained on slices fitted by 'pad-to-square', but the recipe fits them by 'spacing'" in refused.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_training_in_one_line_and_leaves_only_whole_checkpoints(tmp_path, tiny_slices, small_disk):
+    out = small_disk("800k") / "run"
+    args = [*TINY_TRAINING, "--data", str(tiny_slices), "--output-dir", str(out), "--epochs", "40"]
+    result = run_train([*args, "--set", "training.patience=100"], check=False)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"no space left on device writing {out}" in errors[0], result.stderr
+    hints = ("the latest whole checkpoint is", "no checkpoint was complete yet", "the best weights are kept in")
+    assert any(hint in errors[0] for hint in hints)
+    checkpoints = list((tmp_path / "disk0" / "run-checkpoints" / "checkpoints").glob("checkpoint_*"))
+    assert all((folder / LAST_CHECKPOINT_FILE).exists() for folder in checkpoints)  # none cut short
+    whole_outputs(out.parent)
+    assert UNet.from_pretrained(out.parent / "run-checkpoints" / "best").labels == ["vertebral_body", "hemangioma"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_training_with_where_to_go_on(tmp_path, tiny_slices):
+    out = tmp_path / "run"
+    args = [*TINY_TRAINING, "--data", str(tiny_slices), "--output-dir", str(out), "--epochs", "200"]
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *args, "--set", "training.patience=1000"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = tmp_path / "run-checkpoints" / "checkpoints" / "checkpoint_0" / LAST_CHECKPOINT_FILE
+    deadline = time.time() + 120
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert re.search(r"interrupted: the latest whole checkpoint is .*checkpoint_\d+ \(epoch \d+\): continue", stderr)
+    checkpoints = list((tmp_path / "run-checkpoints" / "checkpoints").glob("checkpoint_*"))
+    assert checkpoints and all((folder / LAST_CHECKPOINT_FILE).exists() for folder in checkpoints)
+    whole_outputs(tmp_path)
+    assert not out.exists()
