@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 # The Hub cannot be reached from CI: every Hub path is exercised offline. Set before any Hub library loads.
@@ -23,6 +20,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from hemseg.lab.hostile import dicom_slice  # noqa: F401 - the tests' DICOM slices, as the stress campaign's
+from hemseg.lab.stress import free_port, wait_until_serving
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "spine-mri"
 RAS_SHAPE = (40, 48, 72)  # x: left->right, y: posterior->anterior, z: inferior->superior
@@ -185,12 +183,6 @@ def whole_outputs(folder: Path) -> list[Path]:
     return files
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(trained_model):
     """`python app.py` on a free localhost port, serving the tiny trained model."""
@@ -200,18 +192,10 @@ def server(trained_model):
         [sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"app.py exited: {process.stdout.read()}")
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("app.py did not start within 120 s")
+    try:
+        wait_until_serving(process, url, 120, process.stdout.read)
+    except RuntimeError as err:
+        pytest.fail(f"app.py: {err}")
     yield url
     process.terminate()
     process.wait(timeout=30)

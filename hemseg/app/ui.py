@@ -32,7 +32,7 @@ from hemseg.app.results import (
 )
 from hemseg.app.storage import Storage
 from hemseg.app.uploads import choose_slice, open_upload, user_error
-from hemseg.data.limits import MAX_PIXELS, MAX_VOXELS
+from hemseg.data.limits import MAX_PIXELS, MAX_SIDE, MAX_VOXELS
 from hemseg.data.volumes import (
     NIFTI_SUFFIXES,
     PLANE_AXIS,
@@ -74,7 +74,7 @@ def privacy_note(retention_s: float) -> str:
     return (
         f"Uploads and results stay in a private folder on the server, deleted after {retention_s / 60:g} minutes, "
         "when you close the page, or when the server stops. Limits: an image of at most "
-        f"{MAX_PIXELS:,} pixels (2048 x 2048), a volume of at most {MAX_VOXELS:,} voxels (512 x 512 x 256)."
+        f"{MAX_PIXELS:,} pixels ({MAX_SIDE} x {MAX_SIDE}), a volume of at most {MAX_VOXELS:,} voxels (512 x 512 x 256)."
     )
 
 

@@ -16,7 +16,8 @@ from PIL import Image
 # One slice: an MRI slice is at most 1024 x 1024; a reader's screenshot rarely passes 2048 x 2048. A 2048 x 2048
 # upload costs about 0.5 GB at its peak in the app, which keeps two requests at a time well under the 1.5 GB a
 # 2-core Space can spare.
-MAX_PIXELS = 2048 * 2048
+MAX_SIDE = 2048  # of a square slice at the cap
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
 # One volume: the probabilities of every slice are held at once, about 0.5 GB per label at this size.
 MAX_VOXELS = 512 * 512 * 256
 # A deflated DICOM's dataset once unpacked: room for the largest slice in float64 and its header.
@@ -35,7 +36,7 @@ def check_pixels(name: str, rows: int, columns: int, frames: int = 1) -> None:
         frames_note = f" x {frames} frames" if frames > 1 else ""
         raise ValueError(
             f"{name}: {columns} x {rows} pixels{frames_note} is too large for hemseg (at most {MAX_PIXELS:,} "
-            "pixels, 2048 x 2048): crop it or scale it down"
+            f"pixels, {MAX_SIDE} x {MAX_SIDE}): crop it or scale it down"
         )
 
 

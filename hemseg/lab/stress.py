@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from hemseg.data.limits import MAX_PIXELS
+from hemseg.data.limits import MAX_SIDE
 from hemseg.files import write_csv
 from hemseg.lab.hostile import Hostile, build
 
@@ -42,6 +42,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_serving(process: subprocess.Popen, url: str, seconds: float, output: Callable[[], str]) -> None:
+    """Return once ``url`` answers; RuntimeError (with the app's ``output``) when the process exits first, or (after
+    killing it) when ``seconds`` pass."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"the app exited: {output()}") from None
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"the app did not start within {seconds:g} s")
 
 
 @contextmanager
@@ -79,17 +95,8 @@ class App:
         with open(log, "w") as out:  # the child keeps its own copy of the file
             process = subprocess.Popen([sys.executable, "-m", "hemseg.app.serve"], env=env, stdout=out, stderr=out)
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                return cls(process, url, tmp, log)
-            except OSError:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the app exited: {log.read_text()[-2000:]}") from None
-                time.sleep(0.5)
-        process.kill()
-        raise RuntimeError("the app did not start within 180 s")
+        wait_until_serving(process, url, 180, lambda: log.read_text()[-2000:])
+        return cls(process, url, tmp, log)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
@@ -158,12 +165,11 @@ def hostile_part(app: App, cases: list[Hostile], good: Path) -> list[dict]:
 
 
 def largest_slice(folder: Path) -> Path:
-    """The largest slice the app takes, MAX_PIXELS, as a PNG: the example tiled to 2048 x 2048."""
-    side = int(MAX_PIXELS**0.5)
+    """The largest slice the app takes, MAX_SIDE x MAX_SIDE, as a PNG: the example tiled."""
     example = np.asarray(Image.open(EXAMPLES / "vb2_07_sagittal_042.png").convert("L"))
-    reps = (side // example.shape[0] + 1, side // example.shape[1] + 1)
+    reps = (MAX_SIDE // example.shape[0] + 1, MAX_SIDE // example.shape[1] + 1)
     path = folder / "largest.png"
-    Image.fromarray(np.tile(example, reps)[:side, :side]).save(path)
+    Image.fromarray(np.tile(example, reps)[:MAX_SIDE, :MAX_SIDE]).save(path)
     return path
 
 
@@ -182,7 +188,7 @@ def sessions_part(app: App, folder: Path, sessions: int = 3, wait_s: float = 60)
     after = app.memory_mb()["VmRSS"]
     return [
         {"moment": "idle, before", "rss_mb": round(idle)},
-        {"moment": f"{sessions} sessions hold a {path.name} result (2048 x 2048)", "rss_mb": round(held)},
+        {"moment": f"{sessions} sessions hold a {path.name} result ({MAX_SIDE} x {MAX_SIDE})", "rss_mb": round(held)},
         {"moment": f"{wait_s:g} s after they closed", "rss_mb": round(after), "above_idle_mb": round(after - idle)},
     ]
 
