@@ -31,7 +31,8 @@ from hemseg.app.results import (
     write_downloads,
 )
 from hemseg.app.storage import Storage
-from hemseg.app.uploads import choose_slice, open_upload, user_error
+from hemseg.app.uploads import choose_frame, choose_slice, open_upload, user_error
+from hemseg.data.images import frame_count
 from hemseg.data.limits import MAX_PIXELS, MAX_SIDE, MAX_VOXELS
 from hemseg.data.volumes import (
     NIFTI_SUFFIXES,
@@ -104,6 +105,8 @@ class App:
         upload = open_upload(file)
         if isinstance(upload, Volume):
             upload = choose_slice(upload, "sagittal" if plane == "auto" else plane, int(slice_index))
+        elif isinstance(upload, list):  # the frames of a multi-frame DICOM
+            upload = choose_frame(upload, int(slice_index))
         plane_used = upload.plane or (None if plane == "auto" else plane)
         given = (float(pixel_size),) * 2 if pixel_size else None
         try:
@@ -191,8 +194,11 @@ class App:
         return "\n\n".join(parts)
 
     def volume_slider(self, file: str | None, plane: str):
-        """The slice slider fitted to an uploaded volume's depth along the chosen plane (from its header); hidden
-        otherwise."""
+        """The slice slider fitted to an uploaded volume's depth along the chosen plane, or to a multi-frame
+        DICOM's frames (from the header); hidden otherwise."""
+        if file and frame_count(file) > 1:
+            frames = frame_count(file)
+            return gr.update(visible=True, minimum=0, maximum=frames - 1, value=frames // 2, step=1)
         if not file or not file.lower().endswith(NIFTI_SUFFIXES):
             return gr.update(visible=False)
         try:
@@ -280,7 +286,9 @@ def build_app(segmenter: Segmenter | None = None, storage: Storage | None = None
             with gr.Column(scale=1):
                 file = gr.File(label="MRI slice or volume (PNG, JPEG, TIFF, DICOM, NIfTI)", type="filepath")
                 plane = gr.Radio(["auto", *PLANES], value="auto", label="Plane (auto: from DICOM/NIfTI geometry)")
-                slice_index = gr.Slider(-1, 512, value=-1, step=1, label="Volume slice (-1: middle)", visible=False)
+                slice_index = gr.Slider(
+                    -1, 512, value=-1, step=1, label="Volume slice or DICOM frame (-1: middle)", visible=False
+                )
                 truth = gr.File(label="Optional ground-truth hemangioma mask (same size)", type="filepath")
                 pixel_size = gr.Number(
                     value=None,

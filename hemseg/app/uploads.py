@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from hemseg.data.images import Slice, read_slice
+from hemseg.data.images import Slice, frame_count, read_frames, read_slice
 from hemseg.data.volumes import (
     NIFTI_SUFFIXES,
     PLANE_AXIS,
@@ -33,9 +33,10 @@ def user_error(text: str) -> gr.Error:
     return gr.Error(html.escape(text), print_exception=False)
 
 
-def open_upload(path: str | None) -> Slice | Volume:
-    """A 2D slice, or a 3D volume for NIfTI (and DICOM series folders are out of reach of an upload). Sizes are
-    checked from each file's header before its pixels are decoded (``hemseg.data.limits``)."""
+def open_upload(path: str | None) -> Slice | Volume | list[Slice]:
+    """A 2D slice, a 3D volume for NIfTI, or the frames of a multi-frame DICOM (DICOM series folders are out of
+    reach of an upload). Sizes are checked from each file's header before its pixels are decoded
+    (``hemseg.data.limits``)."""
     if not path:
         raise user_error("Please upload an image: PNG, JPEG, TIFF, DICOM or NIfTI.")
     try:
@@ -43,9 +44,16 @@ def open_upload(path: str | None) -> Slice | Volume:
         shape = nifti_header(path).shape if is_nifti else ()
         if len([n for n in shape if n > 1]) >= 3:
             return read_volume(path)
+        if frame_count(path) > 1:
+            return read_frames(path)
         return read_slice(path)
     except READ_ERRORS as err:
         raise user_error(without_folder(err, path)) from err
+
+
+def choose_frame(frames: list[Slice], index: int) -> Slice:
+    """Frame ``index`` of a multi-frame DICOM (-1: the middle one)."""
+    return frames[len(frames) // 2 if index < 0 else min(index, len(frames) - 1)]
 
 
 def choose_slice(volume: Volume, plane: str, index: int) -> Slice:

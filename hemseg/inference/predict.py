@@ -11,14 +11,14 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from hemseg.data.images import IMAGE_SUFFIXES, read_slice
+from hemseg.data.images import IMAGE_SUFFIXES, read_frames
 from hemseg.data.volumes import NIFTI_SUFFIXES, file_stem
 from hemseg.files import clear_partials, replace_file, write_csv, write_failure
 from hemseg.inference.overlay import overlay
 from hemseg.inference.segmenter import Prediction, Segmenter, add_model_options
 
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm", *NIFTI_SUFFIXES)
-READ_FAILURES = (ValueError, OSError)  # what read_slice and predict raise for a file they cannot use
+READ_FAILURES = (ValueError, OSError)  # what read_frames and predict raise for a file they cannot use
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
@@ -60,7 +60,8 @@ def predict_files(
     segmenter: Segmenter, files: list[Path], out: Path, pixel_size: float | None = None
 ) -> tuple[Path, list[str]]:
     """Write ``<stem>_<label>.png`` and ``<stem>_overlay.png`` per input and ``predictions.csv``, one row per input
-    (``output`` names its files; ``error`` says why a file was skipped). Returns the table and the errors: a file
+    (``output`` names its files; ``error`` says why a file was skipped), and per frame of a multi-frame DICOM
+    (``<stem>_f001``..., its number in ``frame``). Returns the table and the errors: a file
     that cannot be read is skipped, and the others are still segmented.
 
     ``pixel_size`` (mm, square pixels) overrides every file's own; each row says the pixel size used and where it
@@ -72,25 +73,31 @@ def predict_files(
     """
     out.mkdir(parents=True, exist_ok=True)
     clear_partials(out)
-    rows, errors = [], []
+    rows, errors, done = [], [], 0
+    given = None if pixel_size is None else (pixel_size, pixel_size)
     try:
         for file, stem in zip(files, output_stems(files), strict=True):
-            row: dict = {"file": str(file), "output": stem}
             try:
-                image = read_slice(file)
-                prediction = segmenter.predict(image, None if pixel_size is None else (pixel_size, pixel_size))
+                images = read_frames(file)
+                predictions = [segmenter.predict(image, given) for image in images]
             except READ_FAILURES as err:
                 reason = str(err).removeprefix(f"{file}: ").removeprefix(f"{file.name}: ")  # the row names the file
                 errors.append(f"{file}: {reason}")
-                rows.append(row | {"error": reason})
+                rows.append({"file": str(file), "frame": "", "output": stem, "error": reason})
+                done += 1
                 continue
-            write_outputs(out, stem, image.pixels, prediction)
-            rows.append(row | describe(image.pixels, prediction) | {"error": ""})
+            for k, (image, prediction) in enumerate(zip(images, predictions, strict=True), start=1):
+                # A multi-frame DICOM: a row and a set of files per frame, <stem>_f001 on.
+                name, frame = (stem, "") if len(images) == 1 else (f"{stem}_f{k:03d}", k)
+                write_outputs(out, name, image.pixels, prediction)
+                row = {"file": str(file), "frame": frame, "output": name}
+                rows.append(row | describe(image.pixels, prediction) | {"error": ""})
+            done += 1
     except (OSError, KeyboardInterrupt) as err:
-        done = f"{len(rows)} of {len(files)} inputs done; {stop_table(out, rows)}"
+        progress = f"{done} of {len(files)} inputs done; {stop_table(out, rows)}"
         if isinstance(err, KeyboardInterrupt):
-            raise KeyboardInterrupt(done) from None
-        raise OSError(f"{write_failure(err, Path(err.filename or out))}; {done}") from err
+            raise KeyboardInterrupt(progress) from None
+        raise OSError(f"{write_failure(err, Path(err.filename or out))}; {progress}") from err
     return write_csv(out / "predictions.csv", rows), errors
 
 

@@ -268,11 +268,11 @@ def build(folder: Path, example: Path) -> list[Hostile]:
         "holds 2 images",
     )
     add(
-        "multi-frame DICOM",
+        "multi-frame DICOM (its middle frame)",
         lambda p: dicom_slice(p, np.concatenate([good, good]), NumberOfFrames=2, Rows=good.shape[0]),
         "frames.dcm",
-        "refused",
-        "multi-frame",
+        "segmented",
+        "frames_f002",
     )
 
     # Markup and words where numbers belong

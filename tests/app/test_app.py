@@ -13,6 +13,7 @@ from conftest import EXAMPLE, EXAMPLES, dicom_slice, synthetic_ras
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
+from pydicom.data import get_testdata_file
 
 from hemseg import Segmenter, UNet
 from hemseg.app import ui
@@ -255,3 +256,13 @@ def test_a_whole_volume_reports_its_progress_and_stops_at_its_time_budget(tmp_pa
     monkeypatch.setattr(ui, "VOLUME_BUDGET_S", 0.0)
     with pytest.raises(gr.Error, match="Stopped after 0 s at slice 8"):
         list(app.segment_volume(str(path), "axial"))
+
+
+def test_a_multi_frame_dicom_brings_the_slider_and_segments_the_chosen_frame(tmp_path):
+    path = get_testdata_file("rtdose.dcm")  # 15 axial frames
+    app = tiny_app(tmp_path)
+    slider = app.volume_slider(path, "auto")
+    assert slider["visible"] and slider["maximum"] == 14 and slider["value"] == 7
+    summary = app.segment(path, slice_index=3)[7]
+    assert "**rtdose\\_f004**" in summary or "**rtdose_f004**" in summary
+    assert "plane axial" in summary and "pixel size 10 x 10 mm (from the file)" in summary

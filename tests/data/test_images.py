@@ -4,9 +4,10 @@ import pydicom
 import pytest
 from conftest import dicom_slice
 from PIL import Image
+from pydicom.data import get_testdata_file
 from pydicom.uid import JPEG2000Lossless
 
-from hemseg.data.images import read_slice
+from hemseg.data.images import frame_count, read_frames, read_slice
 
 
 def test_a_colour_dicom_is_read_as_grey_like_a_colour_png(tmp_path):
@@ -52,13 +53,13 @@ def test_dicom_geometry_window_and_monochrome1(tmp_path):
     assert inverted.window == (pixels.max() - 250, pixels.max() - 150)
 
 
-def test_compressed_dicom_without_a_decoder_is_refused_by_name(tmp_path):
+def test_a_damaged_compressed_dicom_is_refused_with_its_compression_named(tmp_path):
     path = dicom_slice(tmp_path / "s.dcm", np.zeros((8, 8), np.uint16))
     ds = pydicom.dcmread(path)
     ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
     ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51 not really jpeg 2000"])
     ds.save_as(tmp_path / "c.dcm")
-    with pytest.raises(ValueError, match="compressed .*JPEG 2000"):
+    with pytest.raises(ValueError, match=r"compressed \(JPEG 2000.*\); the installed decoders .* could not decode it"):
         read_slice(tmp_path / "c.dcm")
 
 
@@ -66,3 +67,32 @@ def test_two_dimensional_nifti(tmp_path):
     nib.save(nib.Nifti1Image(np.ones((30, 20, 1), np.float32), np.diag([0.7, 0.9, 3.0, 1.0])), tmp_path / "s.nii.gz")
     image = read_slice(tmp_path / "s.nii.gz")
     assert image.pixels.shape == (20, 30) and image.spacing == pytest.approx((0.9, 0.7))
+
+
+@pytest.mark.parametrize(
+    "name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_expb.dcm"]
+)
+def test_compressed_and_big_endian_dicom_decode_to_the_uncompressed_pixels(name):
+    # pydicom's own test files: one MR slice stored uncompressed and compressed losslessly by each codec.
+    reference = read_slice(get_testdata_file("MR_small.dcm")).pixels
+    assert np.array_equal(read_slice(get_testdata_file(name)).pixels, reference)
+
+
+def test_lossy_jpeg_decodes_and_what_no_decoder_reads_is_said_with_the_reason():
+    assert read_slice(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")).pixels.shape == (100, 100)  # JPEG baseline, colour
+    with pytest.raises(ValueError, match=r"JPEG Extended .*the installed decoders \(.*pylibjpeg.*\) could not decode"):
+        read_slice(get_testdata_file("JPEG-lossy.dcm"))  # 12-bit extended JPEG: no installed decoder reads it
+    with pytest.raises(ValueError, match="NumberOfFrames holds '1A', which is not a number"):
+        read_slice(get_testdata_file("badVR.dcm"))
+
+
+def test_each_frame_of_a_multi_frame_dicom_is_a_slice_with_its_own_geometry():
+    path = get_testdata_file("rtdose.dcm")  # 15 frames of 10 x 10 at 10 mm, axial
+    frames = read_frames(path)
+    assert frame_count(path) == 15 and len(frames) == 15
+    assert [f.name for f in frames[:2]] == ["rtdose_f001", "rtdose_f002"]
+    assert all(f.pixels.shape == (10, 10) and f.spacing == (10.0, 10.0) and f.plane == "axial" for f in frames)
+    assert not np.array_equal(frames[0].pixels, frames[7].pixels)
+    with pytest.raises(ValueError, match=r"a multi-frame DICOM \(15 frames\): read it with read_frames"):
+        read_slice(path)
+    assert read_frames(get_testdata_file("MR_small.dcm"))[0].name == "MR_small"  # one frame: the file's name

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import EXAMPLE, REPO, dicom_slice, run, whole_outputs
 from PIL import Image
+from pydicom.data import get_testdata_file
 
 from hemseg.cli import main
 from hemseg.lab.hostile import nifti_of_zeros
@@ -156,3 +157,15 @@ def test_ctrl_c_stops_predict_with_what_was_done_and_no_truncated_file(trained_m
     assert done >= 3
     whole_outputs(out)
     assert len(list(csv.DictReader((out / "predictions.csv").open()))) == done
+
+
+def test_every_frame_of_a_multi_frame_dicom_gets_its_row_and_files(trained_model, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(get_testdata_file("SC_rgb_rle_2frame.dcm"), inputs / "pair.dcm")  # two RLE colour frames
+    shutil.copy(EXAMPLE, inputs / "slice.png")
+    assert main(["predict", str(inputs), "--out", str(tmp_path / "out"), "--model", str(trained_model)]) == 0
+    with open(tmp_path / "out" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["output"], row["frame"]) for row in rows] == [("pair_f001", "1"), ("pair_f002", "2"), ("slice", "")]
+    assert all((tmp_path / "out" / f"{row['output']}_overlay.png").exists() for row in rows)
